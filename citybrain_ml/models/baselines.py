@@ -1,0 +1,117 @@
+"""Baselines every learned model must beat: last value, seasonal naive, time-of-week average."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, VALUE, YHAT
+from citybrain_ml.models.base import Forecaster, future_index
+
+
+class LastValue(Forecaster):
+    """Persistence: every future step equals the last observed (non-missing) value.
+
+    Parameters
+    ----------
+    horizon : int
+        Longest horizon used to calibrate intervals.
+    calibration_steps : int, optional
+        Trailing steps held out for split-conformal intervals (None = default, 0 = off).
+    """
+
+    def __init__(self, horizon: int = 12, calibration_steps: int | None = None):
+        self.horizon = horizon
+        self.calibration_steps = calibration_steps
+
+    def _history_to_keep(self) -> int:
+        # enough to step back over a run of missing readings
+        return 288
+
+    def _fit(self, df: pd.DataFrame) -> None:
+        pass
+
+    def _predict(self, history, horizon, covariates):
+        last = history.dropna(subset=[VALUE]).groupby(SERIES_ID, sort=False)[VALUE].last()
+        out = future_index(history, horizon, self.freq_)
+        out[YHAT] = out[SERIES_ID].map(last).to_numpy(dtype=float)
+        return out
+
+
+class SeasonalNaive(Forecaster):
+    """Each future step repeats the value one season earlier.
+
+    Parameters
+    ----------
+    season_length : int
+        Steps per season (e.g. 96 for one day at 15 min, 168 for a week at 1 h).
+    horizon, calibration_steps : see :class:`LastValue`.
+    """
+
+    def __init__(
+        self, season_length: int = 24, horizon: int = 12, calibration_steps: int | None = None
+    ):
+        self.season_length = season_length
+        self.horizon = horizon
+        self.calibration_steps = calibration_steps
+
+    @property
+    def min_history(self) -> int:
+        return int(self.season_length)
+
+    def _fit(self, df: pd.DataFrame) -> None:
+        pass
+
+    def _predict(self, history, horizon, covariates):
+        m = int(self.season_length)
+        out = future_index(history, horizon, self.freq_)
+        offset = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq_))
+        steps = out["horizon_step"].to_numpy()
+        back = m * np.ceil(steps / m).astype(int)
+        lookup = history.set_index([SERIES_ID, TIMESTAMP])[VALUE]
+        keys = pd.MultiIndex.from_arrays(
+            [out[SERIES_ID].to_numpy(), out[TIMESTAMP].to_numpy() - back * offset]
+        )
+        out[YHAT] = lookup.reindex(keys).to_numpy(dtype=float)
+        return out
+
+
+class HistoricalAverage(Forecaster):
+    """Mean of the training values in the same time-of-week slot, per series.
+
+    Falls back to the series mean for slots never seen in training.
+
+    Parameters
+    ----------
+    period : {"week", "day"}
+        Seasonal profile to average over.
+    horizon, calibration_steps : see :class:`LastValue`.
+    """
+
+    def __init__(self, period: str = "week", horizon: int = 12, calibration_steps: int | None = None):
+        self.period = period
+        self.horizon = horizon
+        self.calibration_steps = calibration_steps
+
+    def _slot(self, ts: pd.Series) -> np.ndarray:
+        ts = pd.DatetimeIndex(ts)
+        seconds = ts.hour * 3600 + ts.minute * 60 + ts.second
+        if self.period == "week":
+            seconds = seconds + ts.dayofweek * 86400
+        elif self.period != "day":
+            raise ValueError(f"period must be 'week' or 'day', got {self.period!r}")
+        return np.asarray(seconds)
+
+    def _fit(self, df: pd.DataFrame) -> None:
+        obs = df.dropna(subset=[VALUE])
+        slot = self._slot(obs[TIMESTAMP])
+        self.profile_ = obs.groupby([obs[SERIES_ID].to_numpy(), slot])[VALUE].mean()
+        self.series_mean_ = obs.groupby(SERIES_ID)[VALUE].mean()
+
+    def _predict(self, history, horizon, covariates):
+        out = future_index(history, horizon, self.freq_)
+        keys = pd.MultiIndex.from_arrays([out[SERIES_ID].to_numpy(), self._slot(out[TIMESTAMP])])
+        yhat = self.profile_.reindex(keys).to_numpy(dtype=float)
+        fallback = out[SERIES_ID].map(self.series_mean_).to_numpy(dtype=float)
+        out[YHAT] = np.where(np.isnan(yhat), fallback, yhat)
+        return out
