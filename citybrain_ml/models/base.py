@@ -168,7 +168,10 @@ class Forecaster:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         history = self.history_ if history_df is None else _prepare(history_df)
         out = self._predict(history, horizon, covariates)
-        out = out[FORECAST_COLUMNS].sort_values([SERIES_ID, HORIZON_STEP], kind="stable")
+        # extra columns a model adds (e.g. quantile forecasts) follow the standard ones
+        extra = [c for c in out.columns if c not in FORECAST_COLUMNS]
+        out = out[[*FORECAST_COLUMNS, *extra]]
+        out = out.sort_values([SERIES_ID, HORIZON_STEP], kind="stable")
         out = out.reset_index(drop=True)
         return self._add_intervals(out, levels) if levels else out
 
@@ -245,7 +248,9 @@ class Forecaster:
         path = Path(path)
         meta_path, model_path = path / META_FILE, path / MODEL_FILE
         if not model_path.exists() or not meta_path.exists():
-            raise ModelError(f"no citybrain_ml model at {path} (expected {MODEL_FILE}, {META_FILE})")
+            raise ModelError(
+                f"no citybrain_ml model at {path} (expected {MODEL_FILE}, {META_FILE})"
+            )
         try:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
@@ -286,13 +291,17 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
 
 def _nearest(scores: dict, h: int) -> int:
     # horizons beyond the calibrated range reuse the widest calibrated step
-    return h if h in scores else max(k for k in scores if k <= h) if min(scores) <= h else min(scores)
+    return (
+        h if h in scores else max(k for k in scores if k <= h) if min(scores) <= h else min(scores)
+    )
 
 
 def _prepare(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in (SERIES_ID, TIMESTAMP, VALUE) if c not in df.columns]
     if missing:
-        raise ValueError(f"input frame lacks column(s) {missing}; expected series_id, timestamp, value")
+        raise ValueError(
+            f"input frame lacks column(s) {missing}; expected series_id, timestamp, value"
+        )
     if not pd.api.types.is_datetime64_any_dtype(df[TIMESTAMP]):
         df = df.assign(**{TIMESTAMP: pd.to_datetime(df[TIMESTAMP])})
     if not df[[SERIES_ID, TIMESTAMP]].apply(lambda s: s.is_monotonic_increasing).all():

@@ -88,7 +88,9 @@ class HistoricalAverage(Forecaster):
     horizon, calibration_steps : see :class:`LastValue`.
     """
 
-    def __init__(self, period: str = "week", horizon: int = 12, calibration_steps: int | None = None):
+    def __init__(
+        self, period: str = "week", horizon: int = 12, calibration_steps: int | None = None
+    ):
         self.period = period
         self.horizon = horizon
         self.calibration_steps = calibration_steps
@@ -97,7 +99,7 @@ class HistoricalAverage(Forecaster):
         ts = pd.DatetimeIndex(ts)
         seconds = ts.hour * 3600 + ts.minute * 60 + ts.second
         if self.period == "week":
-            seconds = seconds + ts.dayofweek * 86400
+            seconds = seconds + ts.day_of_week * 86400
         elif self.period != "day":
             raise ValueError(f"period must be 'week' or 'day', got {self.period!r}")
         return np.asarray(seconds)

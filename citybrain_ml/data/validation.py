@@ -1,0 +1,338 @@
+"""Input checks that turn a user's long frame into the canonical, regular shape.
+
+Every check raises :class:`DataValidationError` with a message that names the source (file
+path or ``"<frame>"``), the column and the first few offending rows, so a data engineer can
+open the file at the right line. Row numbers are 1-based; for a CSV read by
+:func:`citybrain_ml.data.load_table` they are line numbers of the file (the header is line 1).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, VALUE, SeriesDataset
+
+#: how many offending rows an error message lists
+MAX_REPORTED = 5
+
+# a trailing UTC offset or "Z" on a timestamp string ("...T08:00+02:00", "...08:00Z")
+_TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+
+
+class DataValidationError(ValueError):
+    """Bad input data; the message names the source, column and row(s) at fault."""
+
+
+def validate_long(
+    df: pd.DataFrame,
+    source: str = "<frame>",
+    freq: str | None = None,
+    missing_value: float | None = None,
+    allow_irregular: bool = False,
+    first_row: int | None = 1,
+) -> pd.DataFrame:
+    """Check a long frame and return a clean, sorted, regular copy.
+
+    Parameters
+    ----------
+    df : DataFrame
+        ``series_id, timestamp, value`` plus optional covariate columns.
+    source : str
+        Where the frame came from (a file path), used in error messages.
+    freq : str, optional
+        Expected sampling interval (pandas alias such as ``"15min"``, ``"h"``, ``"D"``);
+        inferred as the most common step when omitted.
+    missing_value : float, optional
+        A sentinel (e.g. ``0`` for loop detectors) that means "no reading"; such values
+        become NaN so models mask them instead of learning them.
+    allow_irregular : bool
+        Skip the regular-grid check and the gap reindexing.
+    first_row : int or None
+        Number of the frame's first row in ``source`` (``2`` for a CSV whose header is line
+        1). ``None`` when rows do not map to a file (reshaped matrices): messages then name
+        only series and timestamps.
+
+    Returns
+    -------
+    DataFrame
+        Sorted by ``(series_id, timestamp)``, float ``value``, gaps that are whole multiples
+        of ``freq`` filled with NaN rows, index reset.
+
+    Raises
+    ------
+    DataValidationError
+        Missing columns, non-numeric values, unparseable or mixed-time-zone timestamps,
+        duplicate ``(series_id, timestamp)``, steps off the ``freq`` grid, all-NaN series.
+    """
+    frame, _ = validate_frame(df, source, freq, missing_value, allow_irregular, first_row)
+    return frame
+
+
+def validate_frame(
+    df: pd.DataFrame,
+    source: str = "<frame>",
+    freq: str | None = None,
+    missing_value: float | None = None,
+    allow_irregular: bool = False,
+    first_row: int | None = 1,
+) -> tuple[pd.DataFrame, str]:
+    """As :func:`validate_long`, but also return the (given or inferred) frequency."""
+    _check_columns(df, source)
+    # index == original position from here on, so sorted rows still know where they came from
+    df = df.reset_index(drop=True)
+    rows = _RowNamer(source, first_row)
+    _check_series_ids(df, rows)
+    df[TIMESTAMP] = _parse_timestamps(df[TIMESTAMP], rows)
+    df[VALUE] = _parse_values(df, rows)
+    if missing_value is not None:
+        df.loc[df[VALUE] == missing_value, VALUE] = np.nan
+    _check_duplicates(df, rows)
+    df = df.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
+    freq = freq or _infer_freq(df, source)
+    if not allow_irregular:
+        _check_grid(df, freq, rows)
+        df = _reindex_gaps(df, freq)
+    _check_all_nan(df, source)
+    columns = [SERIES_ID, TIMESTAMP, VALUE] + [c for c in df.columns if c not in _LONG]
+    return df[columns].reset_index(drop=True), freq
+
+
+def validate_dataset(ds: SeriesDataset) -> SeriesDataset:
+    """Validate a dataset's values and check sensors/adjacency refer to its series ids.
+
+    Parameters
+    ----------
+    ds : SeriesDataset
+
+    Returns
+    -------
+    SeriesDataset
+        A copy with validated values (same freq, sensors, adjacency, name, extras).
+    """
+    source = ds.source or ds.name or "<dataset>"
+    values, freq = validate_frame(ds.values, source, ds.freq, first_row=None)
+    known = set(pd.unique(values[SERIES_ID]))
+    if ds.sensors is not None:
+        _check_known_ids(ds.sensors, [SERIES_ID], known, f"{source} (sensors)")
+    if ds.adjacency is not None:
+        _check_known_ids(ds.adjacency, ["src", "dst"], known, f"{source} (adjacency)")
+    return SeriesDataset(
+        values, freq, ds.sensors, ds.adjacency, ds.name, ds.source, dict(ds.extras)
+    )
+
+
+# ---------------------------------------------------------------------- helpers
+_LONG = (SERIES_ID, TIMESTAMP, VALUE)
+
+
+class _RowNamer:
+    """Formats 'rows 3, 7 (series s1 at 2024-01-01 00:00)' style locations."""
+
+    def __init__(self, source: str, first_row: int | None):
+        self.source = source
+        self.first_row = first_row
+
+    def describe(self, df: pd.DataFrame, positions) -> str:
+        positions = list(positions)[:MAX_REPORTED]
+        parts = []
+        for pos in positions:
+            sid = df.at[pos, SERIES_ID] if SERIES_ID in df.columns else "?"
+            ts = df.at[pos, TIMESTAMP] if TIMESTAMP in df.columns else "?"
+            where = f"series {sid!s} at {ts!s}"
+            if self.first_row is not None:
+                where = f"row {pos + self.first_row} ({where})"
+            parts.append(where)
+        return "; ".join(parts)
+
+
+def _check_columns(df: pd.DataFrame, source: str) -> None:
+    missing = [c for c in _LONG if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"{source}: missing required column(s) {missing}; "
+            f"found {list(df.columns)} (expected series_id, timestamp, value)"
+        )
+
+
+def _check_series_ids(df: pd.DataFrame, rows: _RowNamer) -> None:
+    bad = np.flatnonzero(df[SERIES_ID].isna().to_numpy())
+    if len(bad):
+        raise DataValidationError(
+            f"{rows.source}: column 'series_id' is empty in {len(bad)} row(s): "
+            f"{rows.describe(df, bad)}"
+        )
+
+
+def _parse_timestamps(raw: pd.Series, rows: _RowNamer) -> pd.Series:
+    """Datetime column; tz-aware inputs are kept in one zone, strings with offsets -> UTC."""
+    if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw):
+        parsed = raw
+    elif raw.dtype == object and _holds_datetimes(raw):
+        _check_object_zones(raw, rows)
+        parsed = pd.to_datetime(raw, utc=_is_aware(raw.dropna().iloc[0]))
+    else:
+        text = raw.astype("string").str.strip()
+        has_tz = text.str.contains(_TZ_SUFFIX).fillna(False).to_numpy(dtype=bool)
+        present = text.notna().to_numpy()
+        if has_tz.any() and not has_tz[present].all():
+            aware = np.flatnonzero(has_tz)
+            naive = np.flatnonzero(~has_tz & present)
+            frame = raw.to_frame(TIMESTAMP)
+            raise DataValidationError(
+                f"{rows.source}: column 'timestamp' mixes time zones: some values carry a UTC "
+                f"offset and some do not. With offset: {_raw_rows(frame, aware, rows)}; "
+                f"without: {_raw_rows(frame, naive, rows)}. Use one convention throughout."
+            )
+        parsed = pd.to_datetime(text, errors="coerce", utc=bool(has_tz.any()))
+        retry = parsed.isna() & text.notna()
+        if retry.any():
+            # formats that differ between rows (e.g. '2024-01-01' and '01/02/2024 10:00')
+            parsed[retry] = pd.to_datetime(
+                text[retry], errors="coerce", utc=bool(has_tz.any()), format="mixed"
+            )
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if len(bad):
+        frame = raw.to_frame(TIMESTAMP)
+        raise DataValidationError(
+            f"{rows.source}: column 'timestamp' has {len(bad)} missing or unparseable "
+            f"value(s): {_raw_rows(frame, bad, rows)}"
+        )
+    return parsed
+
+
+def _holds_datetimes(raw: pd.Series) -> bool:
+    first = raw.dropna()
+    return len(first) > 0 and hasattr(first.iloc[0], "tzinfo")
+
+
+def _is_aware(value) -> bool:
+    return getattr(value, "tzinfo", None) is not None
+
+
+def _check_object_zones(raw: pd.Series, rows: _RowNamer) -> None:
+    zones = raw.map(lambda v: str(getattr(v, "tzinfo", None)), na_action="ignore").dropna()
+    if zones.nunique() > 1:
+        first = zones.index[zones != zones.iloc[0]][0]
+        frame = raw.to_frame(TIMESTAMP)
+        raise DataValidationError(
+            f"{rows.source}: column 'timestamp' mixes time zones ({sorted(zones.unique())}), "
+            f"e.g. {_raw_rows(frame, [zones.index[0], first], rows)}"
+        )
+
+
+def _raw_rows(frame: pd.DataFrame, positions, rows: _RowNamer) -> str:
+    positions = list(positions)[:MAX_REPORTED]
+    parts = []
+    for pos in positions:
+        label = f"row {pos + rows.first_row}" if rows.first_row is not None else f"item {pos}"
+        parts.append(f"{label}: {frame.iat[pos, 0]!r}")
+    return ", ".join(parts)
+
+
+def _parse_values(df: pd.DataFrame, rows: _RowNamer) -> pd.Series:
+    raw = df[VALUE]
+    if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_numeric_dtype(raw):
+        return raw.astype(float)
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = np.flatnonzero((values.isna() & raw.notna()).to_numpy())
+    if len(bad):
+        shown = ", ".join(f"{rows.describe(df, [p])}: {raw.iat[p]!r}" for p in bad[:MAX_REPORTED])
+        raise DataValidationError(
+            f"{rows.source}: column 'value' has {len(bad)} non-numeric value(s): {shown}"
+        )
+    return values.astype(float)
+
+
+def _check_duplicates(df: pd.DataFrame, rows: _RowNamer) -> None:
+    dup = df.duplicated([SERIES_ID, TIMESTAMP], keep=False).to_numpy()
+    if dup.any():
+        positions = np.flatnonzero(dup)
+        raise DataValidationError(
+            f"{rows.source}: {int(dup.sum())} rows share a (series_id, timestamp) with another "
+            f"row: {rows.describe(df, positions)}. Aggregate or drop duplicates first."
+        )
+
+
+def _infer_freq(df: pd.DataFrame, source: str) -> str:
+    steps = df.groupby(SERIES_ID, sort=False)[TIMESTAMP].diff().dropna()
+    steps = steps[steps > pd.Timedelta(0)]
+    if steps.empty:
+        raise DataValidationError(
+            f"{source}: cannot infer the frequency (every series has a single timestamp); "
+            "pass freq="
+        )
+    return pd.tseries.frequencies.to_offset(steps.mode().iloc[0]).freqstr
+
+
+def _fixed_step(freq: str) -> pd.Timedelta | None:
+    """The step as a Timedelta for fixed frequencies ('15min', 'h', 'D'); None for 'MS', 'W'."""
+    offset = pd.tseries.frequencies.to_offset(freq)
+    try:
+        return pd.Timedelta(offset)
+    except ValueError:
+        return None
+
+
+def _check_grid(df: pd.DataFrame, freq: str, rows: _RowNamer) -> None:
+    step = _fixed_step(freq)
+    diffs = df.groupby(SERIES_ID, sort=False)[TIMESTAMP].diff()
+    if step is not None:
+        off = diffs.notna() & ((diffs % step) != pd.Timedelta(0))
+    else:
+        # calendar frequencies: each timestamp must be on the offset's anchor
+        offset = pd.tseries.frequencies.to_offset(freq)
+        off = ~df[TIMESTAMP].map(offset.is_on_offset).astype(bool)
+    if off.any():
+        positions = off[off].index
+        raise DataValidationError(
+            f"{rows.source}: column 'timestamp' breaks the regular {freq} grid at "
+            f"{rows.describe(df, positions)}. Resample to {freq}, pass the right freq= or "
+            "allow_irregular=True."
+        )
+
+
+def _reindex_gaps(df: pd.DataFrame, freq: str) -> pd.DataFrame:
+    """Insert NaN rows for missing steps between each series' first and last timestamp."""
+    bounds = df.groupby(SERIES_ID, sort=False)[TIMESTAMP].agg(["min", "max", "size"])
+    grids = [
+        pd.date_range(lo, hi, freq=freq)
+        for lo, hi in zip(bounds["min"], bounds["max"], strict=True)
+    ]
+    lengths = np.array([len(g) for g in grids])
+    if (lengths == bounds["size"].to_numpy()).all():
+        return df
+    full = pd.DataFrame(
+        {
+            SERIES_ID: np.repeat(bounds.index.to_numpy(), lengths),
+            TIMESTAMP: np.concatenate([g.to_numpy() for g in grids]),
+        }
+    )
+    full[TIMESTAMP] = full[TIMESTAMP].astype(df[TIMESTAMP].dtype)
+    return full.merge(df, on=[SERIES_ID, TIMESTAMP], how="left", sort=False)
+
+
+def _check_all_nan(df: pd.DataFrame, source: str) -> None:
+    has_value = df[VALUE].notna().groupby(df[SERIES_ID], sort=False).any()
+    empty = has_value.index[~has_value.to_numpy()].tolist()
+    if empty:
+        raise DataValidationError(
+            f"{source}: column 'value' is entirely missing (NaN) for {len(empty)} series: "
+            f"{empty[:MAX_REPORTED]}. Drop them or check the missing_value sentinel."
+        )
+
+
+def _check_known_ids(table: pd.DataFrame, columns: list[str], known: set, source: str) -> None:
+    for col in columns:
+        if col not in table.columns:
+            raise DataValidationError(f"{source}: missing required column '{col}'")
+        unknown = ~table[col].isin(known).to_numpy()
+        if unknown.any():
+            positions = np.flatnonzero(unknown)[:MAX_REPORTED]
+            ids = table[col].to_numpy()[positions].tolist()
+            raise DataValidationError(
+                f"{source}: column '{col}' refers to {int(unknown.sum())} unknown series id(s), "
+                f"e.g. rows {[int(p) + 1 for p in positions]}: {ids}"
+            )

@@ -1,0 +1,250 @@
+"""The batch jobs behind the CLI: train (+ evaluate + forecast) and backtest.
+
+Each job: validate config and tracking store first (fail before any work), load and
+validate the data, then one MLflow run per model nested under one run for the job.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from citybrain_ml.config import JobConfig
+from citybrain_ml.data.io import atomic_write_frame
+from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, SeriesDataset
+from citybrain_ml.models import make_model, model_class
+from citybrain_ml.models.base import Forecaster
+
+
+@dataclass
+class ModelOutcome:
+    """What one model produced in a job."""
+
+    label: str
+    model: Forecaster
+    metrics: pd.DataFrame
+    score: float
+    forecast: pd.DataFrame | None = None
+    run_id: str | None = None
+    fit_seconds: float = 0.0
+
+
+@dataclass
+class JobResult:
+    name: str
+    parent_run_id: str
+    outcomes: list[ModelOutcome] = field(default_factory=list)
+    best: str | None = None
+    output_files: list[Path] = field(default_factory=list)
+
+    def leaderboard(self) -> pd.DataFrame:
+        rows = [
+            {"model": o.label, "score": o.score, "fit_seconds": o.fit_seconds}
+            for o in self.outcomes
+        ]
+        return pd.DataFrame(rows).sort_values("score").reset_index(drop=True)
+
+
+def load_job_data(cfg: JobConfig) -> SeriesDataset:
+    """Load, filter and validate the dataset a job config names."""
+    from citybrain_ml.data import load_dataset, validate_dataset
+
+    d = cfg.data
+    ds = load_dataset(d.dataset, root=d.root, **d.options)
+    if d.series:
+        unknown = sorted(set(d.series) - set(ds.series_ids))
+        if unknown:
+            raise ValueError(f"data.series lists ids not in {d.dataset}: {unknown[:5]}")
+        ds = ds.select(d.series)
+    if d.start or d.end:
+        ts = ds.values[TIMESTAMP]
+        keep = pd.Series(True, index=ds.values.index)
+        if d.start:
+            keep &= ts >= pd.Timestamp(d.start)
+        if d.end:
+            keep &= ts <= pd.Timestamp(d.end)
+        ds.values = ds.values[keep].reset_index(drop=True)
+    return validate_dataset(ds)
+
+
+def build_model(cfg: JobConfig, mcfg, ds: SeriesDataset) -> Forecaster:
+    params = dict(mcfg.params)
+    params.setdefault("horizon", cfg.horizon)
+    cls_params = set(model_class(mcfg.type)._param_names())
+    # graph-aware models get the dataset's adjacency unless the config says otherwise
+    if "adjacency" in cls_params and "adjacency" not in params and ds.adjacency is not None:
+        params["adjacency"] = ds.adjacency
+    if "seed" in cls_params:
+        params.setdefault("seed", cfg.seed)
+    return make_model(mcfg.type, **params)
+
+
+def evaluate_model(cfg: JobConfig, model: Forecaster, ds: SeriesDataset, progress: bool = True):
+    """Backtest or holdout-evaluate ``model``; returns (metrics table, scored forecasts)."""
+    from citybrain_ml.evaluation.backtest import backtest, evaluate_protocol
+
+    ev = cfg.evaluation
+    if ev.method == "backtest":
+        res = backtest(
+            model,
+            ds.values,
+            horizon=cfg.horizon,
+            n_windows=ev.n_windows,
+            step=ev.step or cfg.horizon,
+            refit=True,
+            levels=cfg.levels,
+            progress=progress,
+            null_value=ev.null_value,
+        )
+        return res.metrics, res.forecasts
+    test_start = ev.test_start or _ratio_cut(ds.values, ev.test_ratio)
+    res = evaluate_protocol(
+        model,
+        ds.values,
+        test_start=test_start,
+        horizon=cfg.horizon,
+        stride=ev.stride,
+        levels=cfg.levels,
+        null_value=ev.null_value,
+    )
+    return res.metrics, res.forecasts
+
+
+def evaluation_key(cfg: JobConfig, dataset_sha: str) -> str:
+    """Same key <=> same data, windows and horizon: runs with equal keys are comparable."""
+    import hashlib
+    import json
+
+    spec = {
+        "data": dataset_sha,
+        "evaluation": cfg.evaluation.model_dump(mode="json"),
+        "horizon": cfg.horizon,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _ratio_cut(df: pd.DataFrame, test_ratio: float) -> pd.Timestamp:
+    times = pd.Index(df[TIMESTAMP].unique()).sort_values()
+    return times[int(len(times) * (1 - test_ratio))]
+
+
+def run_train(cfg: JobConfig, progress: bool = True, write_outputs: bool = True) -> JobResult:
+    """Train every configured model, evaluate it, log it, and write the forecasts."""
+    import mlflow
+
+    from citybrain_ml.tracking.runs import configure_tracking, log_lineage, set_seed
+
+    configure_tracking(cfg.tracking.tracking_uri, cfg.tracking.experiment)
+    set_seed(cfg.seed)
+    ds = load_job_data(cfg)
+    with mlflow.start_run(run_name=cfg.name) as parent:
+        mlflow.set_tag("job", "train")
+        log_lineage(ds, cfg.model_dump(mode="json"), cfg.seed)
+        result = JobResult(cfg.name, parent.info.run_id)
+        for mcfg in cfg.models:
+            result.outcomes.append(_train_one(cfg, mcfg, ds, progress, final_fit=write_outputs))
+        best = min(result.outcomes, key=lambda o: o.score)
+        result.best = best.label
+        mlflow.set_tag("best_model", best.label)
+        mlflow.log_text(result.leaderboard().to_csv(index=False), "leaderboard.csv")
+        if write_outputs:
+            result.output_files = write_forecasts(cfg, result)
+            for path in result.output_files:
+                mlflow.log_artifact(str(path), "outputs")
+        if cfg.tracking.register_as and best.run_id:
+            mlflow.register_model(f"runs:/{best.run_id}/model", cfg.tracking.register_as)
+    return result
+
+
+def _train_one(
+    cfg: JobConfig, mcfg, ds: SeriesDataset, progress: bool, final_fit: bool
+) -> ModelOutcome:
+    import mlflow
+
+    from citybrain_ml.evaluation.plots import plot_forecast_vs_actual, plot_metrics_by_horizon
+    from citybrain_ml.tracking.runs import log_lineage, log_metric_table
+
+    model = build_model(cfg, mcfg, ds)
+    with mlflow.start_run(run_name=mcfg.label, nested=True) as run:
+        mlflow.set_tags({"model_type": mcfg.type, "evaluation": cfg.evaluation.method})
+        info = log_lineage(ds, cfg.model_dump(mode="json"), cfg.seed)
+        mlflow.set_tag("evaluation_key", evaluation_key(cfg, info["dataset_sha256"]))
+        mlflow.log_params({f"model.{k}": _short(v) for k, v in model.get_params().items()})
+        metrics, scored = evaluate_model(cfg, model, ds, progress)
+        log_metric_table(metrics)
+        score = float(metrics[cfg.select_metric].mean())
+        mlflow.log_metric(f"{cfg.select_metric}_mean", score)
+        mlflow.log_figure(
+            plot_metrics_by_horizon(metrics, cfg.select_metric), "plots/metrics_by_horizon.png"
+        )
+        outcome = ModelOutcome(mcfg.label, model, metrics, score, run_id=run.info.run_id)
+        if not final_fit:
+            return outcome
+        start = time.perf_counter()
+        model.fit(ds.values, freq=ds.freq)
+        outcome.fit_seconds = time.perf_counter() - start
+        mlflow.log_metric("fit_seconds", outcome.fit_seconds)
+        levels = cfg.levels if model.conformal_scores_ else None
+        outcome.forecast = model.predict(cfg.horizon, levels=levels)
+        ids = ds.series_ids[: cfg.evaluation.plot_series]
+        fig = plot_forecast_vs_actual(
+            scored_history(ds, scored, ids),
+            scored_forecast(scored, ids),
+            actuals=None,
+            series_ids=ids,
+            max_series=cfg.evaluation.plot_series,
+            levels=cfg.levels,
+        )
+        mlflow.log_figure(fig, "plots/forecast_vs_actual.png")
+        if cfg.tracking.log_models:
+            from citybrain_ml.tracking.pyfunc import log_forecaster
+
+            log_forecaster(model, ds.values, name="model", levels=cfg.levels)
+    return outcome
+
+
+def scored_history(ds: SeriesDataset, scored: pd.DataFrame, ids) -> pd.DataFrame:
+    """The observed series over the evaluated span (plus one horizon of context)."""
+    start = pd.Timestamp(scored[TIMESTAMP].min())
+    span = scored[TIMESTAMP].max() - start
+    v = ds.values
+    return v[v[SERIES_ID].isin(ids) & (v[TIMESTAMP] >= start - span / 4)]
+
+
+def scored_forecast(scored: pd.DataFrame, ids) -> pd.DataFrame:
+    """One forecast path per series: the last evaluation origin's, for a readable plot."""
+    part = scored[scored[SERIES_ID].isin(ids)]
+    if "origin" in part.columns:
+        part = part[part["origin"] == part["origin"].max()]
+    return part
+
+
+def write_forecasts(cfg: JobConfig, result: JobResult) -> list[Path]:
+    """Write every model's forecast (column ``model``, ``is_best``) as Parquet/CSV atomically."""
+    frames = [
+        o.forecast.assign(model=o.label, is_best=o.label == result.best) for o in result.outcomes
+    ]
+    fc = pd.concat(frames, ignore_index=True)
+    out_dir = Path(cfg.output.dir) / cfg.name
+    files = [atomic_write_frame(fc, out_dir / f"forecast.{fmt}", fmt) for fmt in cfg.output.formats]
+    files.append(atomic_write_frame(result.leaderboard(), out_dir / "leaderboard.csv", "csv"))
+    return files
+
+
+def run_backtest(cfg: JobConfig, progress: bool = True) -> JobResult:
+    """Evaluate the configured models and log them, without the final fit or outputs."""
+    return run_train(
+        cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"log_models": False})}),
+        progress=progress,
+        write_outputs=False,
+    )
+
+
+def _short(value) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    if isinstance(value, pd.DataFrame):
+        text = f"<DataFrame {value.shape[0]}x{value.shape[1]}>"
+    return text[:250]

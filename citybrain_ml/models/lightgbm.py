@@ -1,0 +1,601 @@
+"""Global LightGBM forecaster: one model family shared by all series, direct multi-horizon.
+
+Every training row is a (series, origin) pair: features describe the series at the origin
+(lags, rolling statistics, EWM, target-aligned seasonal lags, neighbour means, calendar of
+the target time, covariates at the origin) and the target is the value ``h`` steps later.
+
+* ``strategy="direct"``: one booster per horizon step ``h = 1..horizon``.
+* ``strategy="pooled"``: one booster for all steps with ``horizon_step`` as a feature
+  (cheaper for long horizons such as 72 h; origins are subsampled to ``max_train_rows``).
+
+Because features are computed on a time x series matrix, forecasting every origin of a test
+period is one feature build plus one ``predict`` call per booster (see
+:meth:`LightGBMForecaster.historical_forecasts`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from citybrain_ml.data.schema import HORIZON_STEP, LONG_COLUMNS, SERIES_ID, TIMESTAMP, YHAT
+from citybrain_ml.features.calendar import calendar_features
+from citybrain_ml.features.graph import neighbour_features
+from citybrain_ml.features.lag_transforms import (
+    ROLLING_STATS,
+    Matrix,
+    diff_features,
+    ewm_features,
+    history_needed,
+    lag_features,
+    rolling_features,
+    to_matrix,
+)
+from citybrain_ml.models.base import Forecaster
+
+OBJECTIVES = {
+    "l2": "regression",
+    "l1": "regression_l1",
+    "poisson": "poisson",
+    "tweedie": "tweedie",
+    "quantile": "quantile",
+}
+TRANSFORMS = ("none", "log1p", "normalize_per_series")
+STRATEGIES = ("direct", "pooled")
+POOLED = 0  # booster key for the single pooled model
+
+
+def quantile_column(q: float) -> str:
+    """Name of the forecast column for quantile ``q`` (0.05 -> ``yhat_q5``)."""
+    return f"yhat_q{round(100 * float(q), 6):g}"
+
+
+@dataclass
+class _Panel:
+    """Model-space view of a long frame: transformed values and covariates on a grid."""
+
+    grid: Matrix
+    z: np.ndarray  # (T, N) transformed target
+    scale: np.ndarray  # (N,) per-series scale (1 unless normalize_per_series)
+    covariates: dict[str, np.ndarray]
+    first: np.ndarray  # (N,) grid row of each series' first row
+    step: pd.Timedelta
+
+
+class LightGBMForecaster(Forecaster):
+    """Global gradient-boosted forecaster over lag, window, calendar and graph features.
+
+    Parameters
+    ----------
+    horizon : int
+        Longest horizon in steps; one booster per step (direct) or steps 1..horizon pooled.
+    lags : tuple of int
+        ``lag_k`` = k-th most recent value at the origin (``lag_1`` = the origin's value).
+    rolling_windows : tuple of int
+        Rolling ``rolling_stats`` over these many steps ending at the origin.
+    rolling_stats : tuple of str
+        Any of ``mean, std, min, max``.
+    diffs : tuple of int
+        ``diff_k`` = origin value minus the value ``k`` steps before.
+    ewm_halflives : tuple of float
+        Exponentially weighted means with these half-lives (steps).
+    seasonal_lags : tuple of int, optional
+        Seasons in steps for target-aligned seasonal lags (value one season before the target
+        time). ``None`` picks 1 day and 1 week from the frequency, each kept only when the
+        training series are at least two seasons long.
+    calendar : bool
+        Add calendar features of the target timestamp.
+    adjacency : DataFrame, optional
+        Edge list ``src, dst, weight``; enables neighbour-mean features.
+    neighbour_lags, neighbour_windows : tuple of int
+        Lags / rolling-mean windows averaged over neighbours (see
+        :func:`citybrain_ml.features.graph.neighbour_features`).
+    two_hop : bool
+        Also neighbour means over the 2-hop ring.
+    use_covariates : bool
+        Use the numeric covariate columns of the frame at their value at the origin.
+    target_transform : {"none", "log1p", "normalize_per_series"}
+        ``normalize_per_series`` divides each series by its training mean absolute value so
+        series of different levels share patterns (unseen series use their given history).
+    objective : {"l2", "l1", "poisson", "tweedie", "quantile"}
+        LightGBM objective. ``quantile`` fits one booster per quantile per step and adds
+        ``yhat_q<100q>`` columns (sorted so they never cross); ``yhat`` is the median.
+    quantiles : tuple of float
+        Quantiles for ``objective="quantile"``.
+    strategy : {"direct", "pooled"}
+        See the module docstring.
+    lgb_params : dict, optional
+        Extra LightGBM parameters; they override everything set here.
+    n_estimators, learning_rate, num_leaves, min_child_samples, colsample, subsample :
+        Main LightGBM knobs (``colsample`` = ``feature_fraction``, ``subsample`` =
+        ``bagging_fraction`` redrawn every tree; bagging also halves the cost per tree).
+    early_stopping_rounds : int, optional
+        Pick the number of trees on a time-ordered validation tail (the last
+        ``validation_fraction`` of origins), then refit on all rows with that number.
+    validation_fraction : float
+        Share of the latest origins used for early stopping.
+    max_train_rows : int
+        Cap on training rows per booster; origins are subsampled (seeded) above it.
+    seed : int
+        Seed for LightGBM and the subsampling; with ``deterministic=True`` and fixed
+        ``n_jobs`` a refit gives identical boosters.
+    n_jobs : int
+        LightGBM threads.
+    calibration_steps : int, optional
+        Trailing steps for split-conformal intervals (None = default, 0 = off).
+
+    Notes
+    -----
+    * Rows with a NaN target are dropped from training; NaN features are left to LightGBM.
+    * Covariates (e.g. a holiday flag) are read from the history frame at the origin; future
+      covariates passed to ``predict`` are not used.
+    * Being global, the model forecasts series unseen in training from ``history_df`` when
+      each has at least ``max(lags)`` steps; shorter series raise a ``ValueError`` naming them.
+    * ``historical_forecasts`` builds the features once for all (series, origin) pairs and
+      calls each booster once; it gives the same numbers as ``predict`` per origin.
+    """
+
+    def __init__(
+        self,
+        horizon: int = 12,
+        lags: tuple = (1, 2, 3, 4, 5, 6, 8, 12),
+        rolling_windows: tuple = (4, 12, 48),
+        rolling_stats: tuple = ROLLING_STATS,
+        diffs: tuple = (1,),
+        ewm_halflives: tuple = (2.0, 8.0),
+        seasonal_lags: tuple | None = None,
+        calendar: bool = True,
+        adjacency: pd.DataFrame | None = None,
+        neighbour_lags: tuple = (1, 2),
+        neighbour_windows: tuple = (4,),
+        two_hop: bool = False,
+        use_covariates: bool = True,
+        target_transform: str = "none",
+        objective: str = "l2",
+        quantiles: tuple = (0.05, 0.5, 0.95),
+        strategy: str = "direct",
+        lgb_params: dict | None = None,
+        n_estimators: int = 300,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_child_samples: int = 50,
+        colsample: float = 0.8,
+        subsample: float = 0.7,
+        early_stopping_rounds: int | None = None,
+        validation_fraction: float = 0.1,
+        max_train_rows: int = 2_000_000,
+        seed: int = 0,
+        n_jobs: int = 2,
+        calibration_steps: int | None = None,
+    ):
+        self.horizon = horizon
+        self.lags = lags
+        self.rolling_windows = rolling_windows
+        self.rolling_stats = rolling_stats
+        self.diffs = diffs
+        self.ewm_halflives = ewm_halflives
+        self.seasonal_lags = seasonal_lags
+        self.calendar = calendar
+        self.adjacency = adjacency
+        self.neighbour_lags = neighbour_lags
+        self.neighbour_windows = neighbour_windows
+        self.two_hop = two_hop
+        self.use_covariates = use_covariates
+        self.target_transform = target_transform
+        self.objective = objective
+        self.quantiles = quantiles
+        self.strategy = strategy
+        self.lgb_params = lgb_params
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.colsample = colsample
+        self.subsample = subsample
+        self.early_stopping_rounds = early_stopping_rounds
+        self.validation_fraction = validation_fraction
+        self.max_train_rows = max_train_rows
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.calibration_steps = calibration_steps
+
+    # ------------------------------------------------------------------ history sizes
+    @property
+    def min_history(self) -> int:
+        """Steps a series needs up to its origin: enough to fill every ``lag_k``."""
+        return int(max(self.lags, default=1))
+
+    def _history_to_keep(self) -> int:
+        seasonal = getattr(self, "seasonal_lags_", None) or self.seasonal_lags or ()
+        nbr = (*self.neighbour_lags, *self.neighbour_windows) if self.adjacency is not None else ()
+        return history_needed(
+            lags=(*self.lags, *nbr),
+            windows=self.rolling_windows,
+            diffs=self.diffs,
+            halflives=self.ewm_halflives,
+            seasonal=seasonal,
+        )
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, df: pd.DataFrame) -> None:
+        self._check_params()
+        self.covariates_ = self._covariate_columns(df)
+        self.seasonal_lags_ = self._auto_seasonal_lags(df)
+        grid = to_matrix(df, self.freq_)
+        self.scale_ = self._series_scale(grid, len(grid.times))
+        panel = self._panel(df, grid, upto=len(grid.times))
+        block = self._origin_block(panel)
+        t_idx, n_idx = self._origin_rows(panel)
+        base = _gather(block, t_idx, n_idx)
+        self.feature_names_ = [*block, *self._step_feature_names()]
+        self.boosters_ = {}
+        steps = [POOLED] if self.strategy == "pooled" else range(1, int(self.horizon) + 1)
+        for step in steps:
+            X, y, t_row = self._training_set(panel, base, t_idx, n_idx, step)
+            if len(y) == 0:
+                raise ValueError(
+                    f"no training rows for horizon step {step}: every target is missing or "
+                    f"the series are shorter than {self.min_history} + {step} steps"
+                )
+            for q in self._quantile_levels():
+                self.boosters_[(step, q)] = self._train_booster(X, y, t_row, q, seed_offset=step)
+
+    def _check_params(self) -> None:
+        checks = {
+            "target_transform": (self.target_transform, TRANSFORMS),
+            "objective": (self.objective, tuple(OBJECTIVES)),
+            "strategy": (self.strategy, STRATEGIES),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if int(self.horizon) < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if self.objective == "quantile" and not all(0 < q < 1 for q in self.quantiles):
+            raise ValueError(f"quantiles must lie in (0, 1), got {self.quantiles}")
+
+    def _covariate_columns(self, df: pd.DataFrame) -> list[str]:
+        if not self.use_covariates:
+            return []
+        extra = [c for c in df.columns if c not in LONG_COLUMNS]
+        return [
+            c
+            for c in extra
+            if pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
+        ]
+
+    def _auto_seasonal_lags(self, df: pd.DataFrame) -> tuple[int, ...]:
+        if self.seasonal_lags is not None:
+            return tuple(int(m) for m in self.seasonal_lags)
+        step = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq_))
+        longest = int(df.groupby(SERIES_ID).size().max())
+        seasons = []
+        for period in (pd.Timedelta("1D"), pd.Timedelta("7D")):
+            m = period / step
+            # keep a season only when it is a whole number of steps, longer than one step and
+            # at least half the training rows can see one season back
+            if m > 1 and float(m).is_integer() and longest >= 2 * m:
+                seasons.append(int(m))
+        return tuple(seasons)
+
+    def _quantile_levels(self) -> list[float | None]:
+        if self.objective != "quantile":
+            return [None]
+        return sorted({float(q) for q in self.quantiles} | {0.5})
+
+    # ------------------------------------------------------------------ panel + features
+    def _series_scale(self, grid: Matrix, upto: int) -> pd.Series:
+        """Per-series mean absolute value over grid rows ``< upto`` (1 when undefined)."""
+        if self.target_transform != "normalize_per_series":
+            return pd.Series(1.0, index=pd.Index(grid.ids, dtype=object))
+        with warnings.catch_warnings():
+            # all-NaN series warn 'mean of empty slice'; they fall back to scale 1 below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            scale = np.nanmean(np.abs(grid.values[:upto]), axis=0)
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        return pd.Series(scale, index=pd.Index(grid.ids, dtype=object))
+
+    def _panel(self, df: pd.DataFrame, grid: Matrix, upto: int) -> _Panel:
+        """Transform the grid to model space; unseen series are scaled on rows ``< upto``."""
+        missing = [c for c in self.covariates_ if c not in df.columns]
+        if missing:
+            raise ValueError(
+                f"history lacks covariate column(s) {missing} that the model was trained with"
+            )
+        ids = pd.Index(grid.ids, dtype=object)
+        scale = self.scale_.reindex(ids).to_numpy(dtype=float, copy=True)
+        unseen = np.isnan(scale)
+        if unseen.any():
+            scale[unseen] = self._series_scale(grid, upto).to_numpy()[unseen]
+        z = self._transform(grid.values, scale, grid.ids)
+        covs = {c: grid.column(df, c) for c in self.covariates_}
+        first = np.argmax(grid.present, axis=0)
+        step = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq_))
+        return _Panel(grid, z, scale, covs, first, step)
+
+    def _transform(self, y: np.ndarray, scale: np.ndarray, ids) -> np.ndarray:
+        if self.target_transform == "log1p":
+            bad = (y < 0).any(axis=0)  # NaN compares False: missing values are fine
+            if bad.any():
+                raise ValueError(
+                    f"target_transform='log1p' needs values >= 0; negative values in series "
+                    f"{list(np.asarray(ids)[bad][:10])}"
+                )
+            return np.log1p(y)
+        return y / scale
+
+    def _inverse(self, z: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        if self.target_transform == "log1p":
+            return np.expm1(z)
+        return z * scale
+
+    def _origin_block(self, panel: _Panel) -> dict[str, np.ndarray]:
+        """All (T, N) features that do not depend on the horizon step, as float32."""
+        z = panel.z
+        feats = {
+            **lag_features(z, self.lags),
+            **rolling_features(z, self.rolling_windows, self.rolling_stats),
+            **diff_features(z, self.diffs),
+            **ewm_features(z, self.ewm_halflives),
+        }
+        if self.adjacency is not None:
+            feats.update(
+                neighbour_features(
+                    z,
+                    self.adjacency,
+                    panel.grid.ids,
+                    lags=self.neighbour_lags,
+                    windows=self.neighbour_windows,
+                    two_hop=self.two_hop,
+                )
+            )
+        feats.update({f"cov_{c}": m for c, m in panel.covariates.items()})
+        return {k: v.astype(np.float32, copy=False) for k, v in feats.items()}
+
+    def _step_features(self, panel: _Panel, t_idx, n_idx, step: int) -> dict[str, np.ndarray]:
+        """Features tied to the target time ``origin + step``: seasonal lags and calendar."""
+        out = {}
+        for m in self.seasonal_lags_:
+            back = m * int(np.ceil(step / m)) - step
+            src = t_idx - back
+            vals = np.full(len(t_idx), np.nan, dtype=np.float32)
+            ok = src >= 0
+            vals[ok] = panel.z[src[ok], n_idx[ok]]
+            out[f"seasonal_{m}"] = vals
+        if self.calendar:
+            target_times = panel.grid.times[0] + (t_idx + step) * panel.step
+            cal = calendar_features(target_times)
+            out.update({c: cal[c].to_numpy(dtype=np.float32) for c in cal.columns})
+        if self.strategy == "pooled":
+            out[HORIZON_STEP] = np.full(len(t_idx), step, dtype=np.float32)
+        return out
+
+    def _step_feature_names(self) -> list[str]:
+        names = [f"seasonal_{m}" for m in self.seasonal_lags_]
+        if self.calendar:
+            names += list(calendar_features(pd.DatetimeIndex([])).columns)
+        if self.strategy == "pooled":
+            names.append(HORIZON_STEP)
+        return names
+
+    def _design(self, panel: _Panel, base: np.ndarray, t_idx, n_idx, step: int) -> np.ndarray:
+        extra = self._step_features(panel, t_idx, n_idx, step)
+        if not extra:
+            return base
+        return np.hstack([base, np.column_stack(list(extra.values()))])
+
+    def _origin_rows(self, panel: _Panel, origins=None) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) grid positions of usable origins: present, with enough history."""
+        present = panel.grid.present
+        if origins is not None:
+            keep = np.zeros(present.shape[0], dtype=bool)
+            keep[origins] = True
+            present = present & keep[:, None]
+        t_idx, n_idx = np.nonzero(present)
+        enough = t_idx - panel.first[n_idx] + 1 >= self.min_history
+        return t_idx[enough], n_idx[enough]
+
+    # ------------------------------------------------------------------ training
+    def _training_set(self, panel: _Panel, base, t_idx, n_idx, step: int):
+        """Feature matrix, target and origin row of every training example for ``step``."""
+        steps = range(1, int(self.horizon) + 1) if step == POOLED else [step]
+        rng = np.random.default_rng(int(self.seed) + step)
+        total = len(t_idx) * len(steps)
+        frac = min(1.0, self.max_train_rows / max(total, 1))
+        parts = []
+        for h in steps:
+            target = t_idx + h
+            ok = target < panel.z.shape[0]
+            y = np.full(len(t_idx), np.nan)
+            y[ok] = panel.z[target[ok], n_idx[ok]]
+            keep = np.flatnonzero(np.isfinite(y))  # NaN targets are masked, not learned
+            if frac < 1.0:
+                keep = np.sort(rng.choice(keep, size=int(len(keep) * frac), replace=False))
+            X = self._design(panel, base[keep], t_idx[keep], n_idx[keep], h)
+            parts.append((X, y[keep], t_idx[keep] + h))
+        X = np.vstack([p[0] for p in parts])
+        return X, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+
+    def _lgb_params(self, quantile: float | None, seed_offset: int) -> dict:
+        params = {
+            "objective": OBJECTIVES[self.objective],
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.colsample,
+            "bagging_fraction": self.subsample,
+            "bagging_freq": 1 if self.subsample < 1 else 0,
+            "seed": int(self.seed) + seed_offset,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": int(self.n_jobs),
+            "verbosity": -1,
+        }
+        if quantile is not None:
+            params["alpha"] = quantile
+        params.update(self.lgb_params or {})
+        return params
+
+    def _train_booster(self, X, y, target_row, quantile, seed_offset: int) -> lgb.Booster:
+        if self.objective in ("poisson", "tweedie") and np.nanmin(y) < 0:
+            raise ValueError(f"objective={self.objective!r} needs non-negative targets")
+        params = self._lgb_params(quantile, seed_offset)
+        rounds = int(self.n_estimators)
+        if self.early_stopping_rounds:
+            rounds = self._early_stopped_rounds(X, y, target_row, params)
+        data = lgb.Dataset(X, y, feature_name=self.feature_names_, free_raw_data=True)
+        return lgb.train(params, data, num_boost_round=rounds)
+
+    def _early_stopped_rounds(self, X, y, target_row, params) -> int:
+        """Trees chosen on the latest targets; training rows end before validation starts."""
+        times = np.unique(target_row)
+        cut = times[int(len(times) * (1 - float(self.validation_fraction)))]
+        # a gap of one horizon keeps validation targets out of training features
+        train = target_row < cut - int(self.horizon)
+        valid = target_row >= cut
+        if train.sum() == 0 or valid.sum() == 0:
+            return int(self.n_estimators)
+        names = self.feature_names_
+        dtrain = lgb.Dataset(X[train], y[train], feature_name=names)
+        dvalid = lgb.Dataset(X[valid], y[valid], feature_name=names, reference=dtrain)
+        booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=int(self.n_estimators),
+            valid_sets=[dvalid],
+            callbacks=[lgb.early_stopping(int(self.early_stopping_rounds), verbose=False)],
+        )
+        return max(1, int(booster.best_iteration or self.n_estimators))
+
+    # ------------------------------------------------------------------ predict
+    def _predict(self, history: pd.DataFrame, horizon: int, covariates) -> pd.DataFrame:
+        # ``covariates`` (future values) are not used: covariates enter at the origin value
+        self._check_horizon(horizon)
+        grid = to_matrix(history, self.freq_)
+        panel = self._panel(history, grid, upto=len(grid.times))
+        last = grid.present.shape[0] - 1 - np.argmax(grid.present[::-1], axis=0)
+        short = last - panel.first + 1 < self.min_history
+        if short.any():
+            raise ValueError(
+                f"{type(self).__name__} needs at least {self.min_history} steps of history per "
+                f"series; too short: {list(grid.ids[short][:20])}"
+            )
+        n_idx = np.arange(len(grid.ids))
+        out = self._forecast(panel, last, n_idx, horizon)
+        return out.drop(columns="origin")
+
+    def _predict_origins(self, df: pd.DataFrame, origins, horizon: int) -> pd.DataFrame:
+        """Vectorised rolling-origin forecasts: one feature build, one call per booster.
+
+        A (series, origin) pair is forecast when the series has a row at the origin and at
+        least ``min_history`` steps up to it; other pairs are skipped. Unseen series under
+        ``normalize_per_series`` are scaled with their data up to the first origin.
+        """
+        self._check_horizon(horizon)
+        grid = to_matrix(df, self.freq_)
+        rows = grid.times.get_indexer(pd.DatetimeIndex(origins))
+        rows = np.unique(rows[rows >= 0])
+        if len(rows) == 0:
+            return pd.DataFrame(columns=[SERIES_ID, TIMESTAMP, HORIZON_STEP, YHAT, "origin"])
+        panel = self._panel(df, grid, upto=int(rows.min()) + 1)
+        t_idx, n_idx = self._origin_rows(panel, rows)
+        return self._forecast(panel, t_idx, n_idx, horizon)
+
+    def _check_horizon(self, horizon: int) -> None:
+        if horizon > int(self.horizon):
+            raise ValueError(
+                f"this model was trained for horizon {self.horizon}; asked for {horizon} steps. "
+                f"Refit with horizon={horizon}"
+            )
+
+    def _forecast(self, panel: _Panel, t_idx, n_idx, horizon: int) -> pd.DataFrame:
+        block = self._origin_block(panel)
+        base = _gather(block, t_idx, n_idx)
+        scale = panel.scale[n_idx]
+        origin_times = panel.grid.times[0] + t_idx * panel.step
+        frames = []
+        for h in range(1, horizon + 1):
+            X = self._design(panel, base, t_idx, n_idx, h)
+            key = POOLED if self.strategy == "pooled" else h
+            preds = {
+                q: self._inverse(
+                    self.boosters_[(key, q)].predict(X, num_threads=int(self.n_jobs)), scale
+                )
+                for q in self._quantile_levels()
+            }
+            frame = pd.DataFrame(
+                {
+                    SERIES_ID: panel.grid.ids[n_idx],
+                    TIMESTAMP: origin_times + h * panel.step,
+                    HORIZON_STEP: h,
+                    "origin": origin_times,
+                }
+            )
+            frames.append(self._add_predictions(frame, preds))
+        out = pd.concat(frames, ignore_index=True)
+        # same column order as the base class: forecast columns, extras, then origin
+        return out[[c for c in out.columns if c != "origin"] + ["origin"]]
+
+    def _add_predictions(self, frame: pd.DataFrame, preds: dict) -> pd.DataFrame:
+        if self.objective != "quantile":
+            frame[YHAT] = preds[None]
+            return frame
+        levels = sorted(preds)
+        # rearrangement: sorting per row makes the quantiles non-crossing
+        ordered = np.sort(np.column_stack([preds[q] for q in levels]), axis=1)
+        frame[YHAT] = ordered[:, levels.index(0.5)]
+        for j, q in enumerate(levels):
+            if q in {float(x) for x in self.quantiles}:
+                frame[quantile_column(q)] = ordered[:, j]
+        return frame
+
+    # ------------------------------------------------------------------ introspection
+    def feature_importance(self, by_step: bool = False) -> pd.DataFrame:
+        """Gain and split importance of each feature.
+
+        Parameters
+        ----------
+        by_step : bool
+            One block of rows per booster (``horizon_step``, and ``quantile`` for the quantile
+            objective) instead of the mean over boosters.
+
+        Returns
+        -------
+        DataFrame
+            ``feature, gain, split`` (+ ``horizon_step``, ``quantile`` when ``by_step``),
+            sorted by gain, largest first. The pooled model reports ``horizon_step`` 0.
+        """
+        self._check_fitted()
+        rows = []
+        for (step, q), booster in self.boosters_.items():
+            rows.append(
+                pd.DataFrame(
+                    {
+                        HORIZON_STEP: step,
+                        "quantile": np.nan if q is None else q,
+                        "feature": booster.feature_name(),
+                        "gain": booster.feature_importance("gain"),
+                        "split": booster.feature_importance("split").astype(float),
+                    }
+                )
+            )
+        imp = pd.concat(rows, ignore_index=True)
+        if by_step:
+            return imp.sort_values(
+                [HORIZON_STEP, "gain"], ascending=[True, False], ignore_index=True
+            )
+        mean = imp.groupby("feature", sort=False)[["gain", "split"]].mean().reset_index()
+        return mean.sort_values("gain", ascending=False, ignore_index=True)
+
+
+# ---------------------------------------------------------------------- helpers
+def _gather(block: dict[str, np.ndarray], t_idx, n_idx) -> np.ndarray:
+    """Rows ``(t_idx[i], n_idx[i])`` of every (T, N) feature, as an (rows, F) float32 matrix."""
+    out = np.empty((len(t_idx), len(block)), dtype=np.float32)
+    for j, mat in enumerate(block.values()):
+        out[:, j] = mat[t_idx, n_idx]
+    return out

@@ -1,0 +1,157 @@
+"""LightGBMForecaster: the model contract, the vectorised rolling-origin path, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_series
+
+from citybrain_ml.models.baselines import LastValue
+from citybrain_ml.models.lightgbm import LightGBMForecaster, quantile_column
+
+FAST = dict(n_estimators=25, num_leaves=15, min_child_samples=10, n_jobs=1)
+
+
+@pytest.fixture(scope="module")
+def df() -> pd.DataFrame:
+    return make_series(n_series=3, n_steps=24 * 21)
+
+
+@pytest.fixture(scope="module")
+def fitted(df) -> LightGBMForecaster:
+    return LightGBMForecaster(horizon=4, calibration_steps=48, **FAST).fit(df)
+
+
+def _mae(fc: pd.DataFrame, truth: pd.DataFrame) -> float:
+    m = fc.merge(truth, on=["series_id", "timestamp"])
+    return float((m["yhat"] - m["value"]).abs().mean())
+
+
+def test_fit_returns_self_and_forecast_shape(df):
+    model = LightGBMForecaster(horizon=4, calibration_steps=0, **FAST)
+    assert model.fit(df) is model
+    fc = model.predict(4)
+    assert list(fc.columns) == ["series_id", "timestamp", "horizon_step", "yhat"]
+    assert len(fc) == 3 * 4
+    assert fc["horizon_step"].tolist() == [1, 2, 3, 4] * 3
+    last = df["timestamp"].max()
+    expected = [last + pd.Timedelta(hours=h) for h in (1, 2, 3, 4)] * 3
+    assert fc["timestamp"].tolist() == expected
+    assert fc["yhat"].notna().all()
+
+
+def test_intervals_are_nested(fitted):
+    fc = fitted.predict(4, levels=[80, 90])
+    assert (fc["yhat_lo_80"] <= fc["yhat"]).all() and (fc["yhat"] <= fc["yhat_hi_80"]).all()
+    assert (fc["yhat_lo_90"] <= fc["yhat_lo_80"]).all()
+    assert (fc["yhat_hi_80"] <= fc["yhat_hi_90"]).all()
+
+
+def test_vectorised_historical_forecasts_equal_per_origin_predict(fitted, df):
+    origins = pd.DatetimeIndex(np.sort(df["timestamp"].unique())[-40:-30:3])
+    fast = fitted.historical_forecasts(df, origins, 4)
+    for origin in origins:
+        slow = fitted.predict(4, history_df=df[df["timestamp"] <= origin])
+        got = fast[fast["origin"] == origin].drop(columns="origin").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, slow, check_exact=False, rtol=1e-6)
+    assert len(fast) == len(origins) * 3 * 4
+
+
+def test_same_seed_gives_identical_forecasts(df):
+    a = LightGBMForecaster(horizon=2, calibration_steps=0, seed=3, **FAST).fit(df).predict(2)
+    b = LightGBMForecaster(horizon=2, calibration_steps=0, seed=3, **FAST).fit(df).predict(2)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_save_load_round_trip_is_identical(fitted, tmp_path):
+    fitted.save(tmp_path / "lgbm")
+    loaded = LightGBMForecaster.load(tmp_path / "lgbm")
+    pd.testing.assert_frame_equal(
+        loaded.predict(4, levels=[90]), fitted.predict(4, levels=[90]), check_exact=True
+    )
+
+
+def test_quantile_objective_gives_ordered_columns(df):
+    model = LightGBMForecaster(
+        horizon=2, objective="quantile", quantiles=(0.1, 0.9), calibration_steps=0, **FAST
+    ).fit(df)
+    fc = model.predict(2)
+    lo, hi = quantile_column(0.1), quantile_column(0.9)
+    assert list(fc.columns[-2:]) == [lo, hi]
+    assert (fc[lo] <= fc["yhat"]).all() and (fc["yhat"] <= fc[hi]).all()
+    assert (fc[hi] - fc[lo]).mean() > 0.5  # noise sd is 1, so a real spread
+
+
+def test_nan_targets_are_ignored(df):
+    holed = df.copy()
+    holed.loc[holed.index % 5 == 0, "value"] = np.nan
+    params = dict(horizon=2, calibration_steps=0, **FAST)
+    model = LightGBMForecaster(**params).fit(holed)
+    fc = model.predict(2)
+    assert fc["yhat"].notna().all()
+    # missing targets must not be learned as zeros: forecasts stay at the data's level
+    assert fc["yhat"].min() > 20
+
+
+def test_beats_last_value_on_seasonal_series():
+    data = make_series(n_series=4, n_steps=24 * 28, seed=1)
+    cut = data["timestamp"].unique()[24 * 21]
+    train = data[data["timestamp"] <= cut]
+    origins = pd.DatetimeIndex(np.sort(data["timestamp"].unique())[24 * 21 : -6 : 5])
+    lgbm = LightGBMForecaster(horizon=6, calibration_steps=0, **FAST).fit(train)
+    naive = LastValue(horizon=6, calibration_steps=0).fit(train)
+    mae_lgbm = _mae(lgbm.historical_forecasts(data, origins, 6), data)
+    mae_naive = _mae(naive.historical_forecasts(data, origins, 6), data)
+    assert mae_lgbm < 0.6 * mae_naive
+
+
+def test_pooled_strategy_normalised_target_and_covariates(df):
+    frame = df.assign(temp=np.cos(np.arange(len(df)) / 7.0))
+    model = LightGBMForecaster(
+        horizon=3,
+        strategy="pooled",
+        target_transform="normalize_per_series",
+        calibration_steps=0,
+        **FAST,
+    ).fit(frame)
+    names = set(model.feature_importance()["feature"])
+    assert {"horizon_step", "cov_temp", "seasonal_24", "hour"} <= names
+    fc = model.predict(3)
+    assert fc["yhat"].between(30, 75).all()
+    with pytest.raises(ValueError, match="lacks covariate column"):
+        model.predict(3, history_df=df)
+
+
+def test_graph_features_and_unseen_series(df):
+    edges = pd.DataFrame({"src": ["s0", "s1"], "dst": ["s1", "s2"], "weight": [1.0, 1.0]})
+    model = LightGBMForecaster(horizon=2, adjacency=edges, calibration_steps=0, **FAST).fit(df)
+    imp = model.feature_importance(by_step=True)
+    assert set(imp["horizon_step"]) == {1, 2}
+    assert {"nbr_lag_1", "nbr_roll_mean_4"} <= set(imp["feature"])
+    new = df[df["series_id"] == "s1"].assign(series_id="fresh")
+    fc = model.predict(2, history_df=new)
+    assert fc["series_id"].unique().tolist() == ["fresh"] and fc["yhat"].notna().all()
+
+
+def test_clear_errors(df, fitted):
+    short = df.groupby("series_id").tail(3)
+    with pytest.raises(ValueError, match=r"at least 12 steps of history.*'s0'"):
+        fitted.predict(2, history_df=short)
+    with pytest.raises(ValueError, match="trained for horizon 4"):
+        fitted.predict(5)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        LightGBMForecaster(objective="mse").fit(df)
+    with pytest.raises(ValueError, match="needs values >= 0"):
+        LightGBMForecaster(target_transform="log1p", calibration_steps=0).fit(
+            df.assign(value=df["value"] - 100)
+        )
+
+
+def test_early_stopping_on_time_ordered_tail_picks_fewer_trees(df):
+    params = {**FAST, "n_estimators": 200, "learning_rate": 0.3}
+    model = LightGBMForecaster(
+        horizon=1, calibration_steps=0, early_stopping_rounds=3, **params
+    ).fit(df)
+    trees = model.boosters_[(1, None)].num_trees()
+    assert 1 <= trees < 200
