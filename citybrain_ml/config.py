@@ -77,6 +77,13 @@ class OutputConfig(_Strict):
     formats: list[Literal["parquet", "csv"]] = ["parquet", "csv"]
 
 
+class DecisionConfig(_Strict):
+    """A decision output computed from the best model's forecasts (see optimize.decisions)."""
+
+    type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class JobConfig(_Strict):
     name: str
     data: DataConfig
@@ -88,6 +95,7 @@ class JobConfig(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     output: OutputConfig = OutputConfig()
     select_metric: str = Field("mae", description="metric used to pick the best model")
+    decisions: list[DecisionConfig] = Field(default_factory=list)
 
 
 def load_config(path: str | Path) -> JobConfig:

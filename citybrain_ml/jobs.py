@@ -27,6 +27,7 @@ class ModelOutcome:
     model: Forecaster
     metrics: pd.DataFrame
     score: float
+    scored: pd.DataFrame | None = None
     forecast: pd.DataFrame | None = None
     run_id: str | None = None
     fit_seconds: float = 0.0
@@ -152,6 +153,7 @@ def run_train(cfg: JobConfig, progress: bool = True, write_outputs: bool = True)
         mlflow.log_text(result.leaderboard().to_csv(index=False), "leaderboard.csv")
         if write_outputs:
             result.output_files = write_forecasts(cfg, result)
+            result.output_files += run_decisions(cfg, ds, best)
             for path in result.output_files:
                 mlflow.log_artifact(str(path), "outputs")
         if cfg.tracking.register_as and best.run_id:
@@ -180,7 +182,7 @@ def _train_one(
         mlflow.log_figure(
             plot_metrics_by_horizon(metrics, cfg.select_metric), "plots/metrics_by_horizon.png"
         )
-        outcome = ModelOutcome(mcfg.label, model, metrics, score, run_id=run.info.run_id)
+        outcome = ModelOutcome(mcfg.label, model, metrics, score, scored, run_id=run.info.run_id)
         if not final_fit:
             return outcome
         start = time.perf_counter()
@@ -220,6 +222,31 @@ def scored_forecast(scored: pd.DataFrame, ids) -> pd.DataFrame:
     if "origin" in part.columns:
         part = part[part["origin"] == part["origin"].max()]
     return part
+
+
+def run_decisions(cfg: JobConfig, ds: SeriesDataset, best: ModelOutcome) -> list[Path]:
+    """Run the configured decision plug-ins on the best model; write and log their outputs."""
+    import mlflow
+
+    from citybrain_ml.optimize.decisions import DecisionContext, run_decision
+
+    files = []
+    out_dir = Path(cfg.output.dir) / cfg.name
+    for dcfg in cfg.decisions:
+        ctx = DecisionContext(
+            ds, best.forecast, best.scored, best.model, dcfg.params, ds.values[TIMESTAMP].max()
+        )
+        out = run_decision(dcfg.type, ctx)
+        for name, table in out.tables.items():
+            for fmt in cfg.output.formats:
+                path = atomic_write_frame(table, out_dir / f"{name}.{fmt}", fmt)
+                files.append(path)
+                mlflow.log_artifact(str(path), f"decisions/{dcfg.type}")
+        for name, fig in out.figures.items():
+            mlflow.log_figure(fig, f"decisions/{dcfg.type}/{name}.png")
+        if out.metrics:
+            mlflow.log_metrics({f"{dcfg.type}.{k}": float(v) for k, v in out.metrics.items()})
+    return files
 
 
 def write_forecasts(cfg: JobConfig, result: JobResult) -> list[Path]:

@@ -51,6 +51,7 @@ TGCN_PAPER = {
 
 CONFIGS = {
     "default": {},
+    "dim32": {"embed_dim": 32, "node_dim": 32, "tod_dim": 32, "dow_dim": 32},
     "graph": {"graph": True},
     "in4": {"input_len": 4},
     "in24": {"input_len": 24},

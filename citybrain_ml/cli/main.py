@@ -19,6 +19,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Check data before it reaches a model.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+optimize_app = typer.Typer(
+    help="Turn forecasts into decisions: signal plans, unit placement.", no_args_is_help=True
+)
+app.add_typer(optimize_app, name="optimize")
 
 _state = {"debug": False}
 
@@ -221,6 +225,34 @@ def data_validate(
         f"freq {ds.freq}, {v['timestamp'].min()} .. {v['timestamp'].max()}, "
         f"{int(v['value'].isna().sum())} missing values"
     )
+
+
+@optimize_app.command("signals")
+def optimize_signals(
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="YAML, e.g. configs/signals_cologne8.yaml"
+    ),
+):
+    """Compute signal plans (fixed-time, Webster from forecast flows, max-pressure, forecast-driven),
+    rehearse them in SUMO, write the plans (JSON/CSV) and simulated metrics, log to MLflow."""
+    from citybrain_ml.optimize.simulation import run_signals_job
+
+    summary = _run(run_signals_job, config)
+    typer.echo(summary)
+
+
+@optimize_app.command("patrols")
+def optimize_patrols(
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="YAML, e.g. configs/patrols_chicago.yaml"
+    ),
+):
+    """Place response units on forecast risk (maximal covering), write placement + coverage
+    tables, log to MLflow with a map."""
+    from citybrain_ml.optimize.patrols import run_patrols_job
+
+    summary = _run(run_patrols_job, config)
+    typer.echo(summary)
 
 
 def _print_result(result) -> None:

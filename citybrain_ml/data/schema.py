@@ -91,7 +91,9 @@ class SeriesDataset:
         adj = self.adjacency
         if adj is not None:
             adj = adj[adj["src"].isin(keep) & adj["dst"].isin(keep)].reset_index(drop=True)
-        return SeriesDataset(values, self.freq, sensors, adj, self.name, self.source, dict(self.extras))
+        return SeriesDataset(
+            values, self.freq, sensors, adj, self.name, self.source, dict(self.extras)
+        )
 
 
 def wide_to_long(wide: pd.DataFrame, value_name: str = VALUE) -> pd.DataFrame:

@@ -37,7 +37,9 @@ def make_model(name: str, **params) -> Forecaster:
     allowed = set(cls._param_names())
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise ValueError(f"model {name!r} has no parameter(s) {unknown}; allowed: {sorted(allowed)}")
+        raise ValueError(
+            f"model {name!r} has no parameter(s) {unknown}; allowed: {sorted(allowed)}"
+        )
     return cls(**params)
 
 

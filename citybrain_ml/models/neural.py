@@ -39,7 +39,8 @@ class STIDForecaster(Forecaster):
         Steps of history per series fed to the network.
     embed_dim, node_dim, tod_dim, dow_dim : int
         Widths of the input-window embedding and of the series, time-of-day and day-of-week
-        identity embeddings; 0 turns an identity off.
+        identity embeddings; 0 turns an identity off. 16 each matched 32 each on SZ-taxi at
+        a third of the time per epoch (``experiments/tune_neural.py``).
     num_layers : int
         Residual MLP blocks.
     dropout : float
@@ -66,7 +67,9 @@ class STIDForecaster(Forecaster):
     seed : int
         Seed for weights, dropout and shuffling; same seed and data give the same forecasts.
     num_threads : int
-        torch CPU threads while training and predicting (restored afterwards).
+        torch CPU threads while training and predicting (restored afterwards). 1 by default:
+        on a shared 2-core machine a second thread mostly waits for a busy core, which we
+        measured at 10-20x slower per step.
     time_budget_s : float, optional
         Stop training after this many seconds (best epoch so far is kept).
     calibration_steps : int, optional
@@ -80,10 +83,10 @@ class STIDForecaster(Forecaster):
         self,
         horizon: int = 12,
         input_len: int = 12,
-        embed_dim: int = 32,
-        node_dim: int = 32,
-        tod_dim: int = 32,
-        dow_dim: int = 32,
+        embed_dim: int = 16,
+        node_dim: int = 16,
+        tod_dim: int = 16,
+        dow_dim: int = 16,
         num_layers: int = 3,
         dropout: float = 0.1,
         lr: float = 2e-3,
@@ -97,7 +100,7 @@ class STIDForecaster(Forecaster):
         adjacency: pd.DataFrame | None = None,
         graph: bool = False,
         seed: int = 0,
-        num_threads: int = 2,
+        num_threads: int = 1,
         time_budget_s: float | None = None,
         calibration_steps: int | None = None,
         verbose: bool = False,
