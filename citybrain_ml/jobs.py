@@ -151,6 +151,7 @@ def run_train(cfg: JobConfig, progress: bool = True, write_outputs: bool = True)
         result.best = best.label
         mlflow.set_tag("best_model", best.label)
         mlflow.log_text(result.leaderboard().to_csv(index=False), "leaderboard.csv")
+        log_model_cards(cfg, result, ds)
         if write_outputs:
             result.output_files = write_forecasts(cfg, result)
             result.output_files += run_decisions(cfg, ds, best)
@@ -167,6 +168,7 @@ def _train_one(
     import mlflow
 
     from citybrain_ml.evaluation.plots import plot_forecast_vs_actual, plot_metrics_by_horizon
+    from citybrain_ml.tracking.review import log_review_artifacts
     from citybrain_ml.tracking.runs import log_lineage, log_metric_table
 
     model = build_model(cfg, mcfg, ds)
@@ -184,11 +186,13 @@ def _train_one(
         )
         outcome = ModelOutcome(mcfg.label, model, metrics, score, scored, run_id=run.info.run_id)
         if not final_fit:
+            log_review_artifacts(model, mcfg.type, metrics, scored)
             return outcome
         start = time.perf_counter()
         model.fit(ds.values, freq=ds.freq)
         outcome.fit_seconds = time.perf_counter() - start
         mlflow.log_metric("fit_seconds", outcome.fit_seconds)
+        log_review_artifacts(model, mcfg.type, metrics, scored)
         levels = cfg.levels if model.conformal_scores_ else None
         outcome.forecast = model.predict(cfg.horizon, levels=levels)
         ids = ds.series_ids[: cfg.evaluation.plot_series]
@@ -222,6 +226,30 @@ def scored_forecast(scored: pd.DataFrame, ids) -> pd.DataFrame:
     if "origin" in part.columns:
         part = part[part["origin"] == part["origin"].max()]
     return part
+
+
+def log_model_cards(cfg: JobConfig, result: JobResult, ds: SeriesDataset) -> None:
+    """A model card per model run, written once the whole leaderboard is known."""
+    from mlflow import MlflowClient
+
+    from citybrain_ml.tracking.review import model_card
+    from citybrain_ml.tracking.runs import dataset_fingerprint
+
+    client = MlflowClient()
+    lineage = {**dataset_fingerprint(ds), "dataset_name": ds.name, "dataset_source": ds.source}
+    board = result.leaderboard()
+    for o, mcfg in zip(result.outcomes, cfg.models, strict=True):
+        card = model_card(
+            o.label,
+            mcfg.type,
+            o.model.get_params(),
+            lineage,
+            cfg.evaluation.model_dump(),
+            o.metrics,
+            board,
+            cfg.select_metric,
+        )
+        client.log_text(o.run_id, card, "model_card.md")
 
 
 def run_decisions(cfg: JobConfig, ds: SeriesDataset, best: ModelOutcome) -> list[Path]:

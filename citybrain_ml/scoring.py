@@ -136,13 +136,13 @@ def check_series(model, history: pd.DataFrame, as_of: pd.Timestamp) -> tuple[lis
         steps = grp[TIMESTAMP].diff().dropna()
         if fixed and sid not in known:
             skipped[str(sid)] = "unknown series: the model was trained on a fixed set of series"
-        elif observed.empty or observed[TIMESTAMP].max() < as_of - step:
-            last = "never" if observed.empty else str(observed[TIMESTAMP].max())
-            skipped[str(sid)] = f"missing recent history: last value {last}, as-of {as_of}"
         elif len(steps) and steps.mode().iloc[0] != step:
             skipped[str(sid)] = (
                 f"wrong frequency: step {steps.mode().iloc[0]}, model expects {step}"
             )
+        elif observed.empty or observed[TIMESTAMP].max() < as_of - step:
+            last = "never" if observed.empty else str(observed[TIMESTAMP].max())
+            skipped[str(sid)] = f"missing recent history: last value {last}, as-of {as_of}"
         elif len(grp) < need:
             skipped[str(sid)] = f"too little history: {len(grp)} steps, model needs {need}"
         else:

@@ -100,3 +100,23 @@ def test_make_model_rejects_unknown_params():
         make_model("last_value", seasn=3)
     with pytest.raises(ValueError, match="unknown model type"):
         make_model("prophet")
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        LastValue(calibration_steps=0),
+        SeasonalNaive(season_length=24, calibration_steps=0),
+        HistoricalAverage(calibration_steps=0),
+    ],
+    ids=["last_value", "seasonal_naive", "historical_average"],
+)
+def test_vectorised_origins_match_per_origin_predict(model, hourly_df):
+    df = hourly_df.copy()
+    df.loc[df.sample(frac=0.05, random_state=1).index, "value"] = np.nan
+    model.fit(df)
+    origins = pd.to_datetime(["2024-01-08 05:00", "2024-01-12 23:00", "2024-01-20 00:00"])
+    fast = model.historical_forecasts(df, origins, 30)
+    slow = Forecaster._predict_origins(model, df, origins, 30)
+    slow = slow.sort_values(["origin", "series_id", "horizon_step"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(fast[slow.columns], slow, check_dtype=False)

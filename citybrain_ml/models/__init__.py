@@ -20,6 +20,10 @@ REGISTRY = {
     "ets": "citybrain_ml.models.statistical:ETSForecaster",
     "var": "citybrain_ml.models.statistical:VARForecaster",
     "stid": "citybrain_ml.models.neural:STIDForecaster",
+    "glm_poisson": "citybrain_ml.models.glm:PoissonGLMForecaster",
+    "glm_negbin": "citybrain_ml.models.glm:NegativeBinomialGLMForecaster",
+    "kde_hotspot": "citybrain_ml.models.kde:KDEHotspotForecaster",
+    "ensemble": "citybrain_ml.models.ensemble:EnsembleForecaster",
 }
 
 

@@ -258,7 +258,8 @@ class Forecaster:
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelError(
                 f"model at {path} has format version {meta.get('format_version')}, "
-                f"this citybrain_ml reads version {FORMAT_VERSION}; retrain or install a matching version"
+                f"this citybrain_ml reads version {FORMAT_VERSION}; "
+                "retrain or install a matching version"
             )
         try:
             with open(model_path, "rb") as fh:

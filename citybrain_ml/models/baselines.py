@@ -5,8 +5,43 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, VALUE, YHAT
+from citybrain_ml.data.schema import HORIZON_STEP, SERIES_ID, TIMESTAMP, VALUE, YHAT
 from citybrain_ml.models.base import Forecaster, future_index
+
+
+def _grid(df: pd.DataFrame, freq: str) -> pd.DataFrame:
+    """Timestamps x series matrix on the full regular grid (NaN where missing)."""
+    wide = df.pivot(index=TIMESTAMP, columns=SERIES_ID, values=VALUE)
+    full = pd.date_range(wide.index.min(), wide.index.max(), freq=freq)
+    return wide.reindex(full)
+
+
+def _origin_frame(wide: pd.DataFrame, origins, horizon: int, freq: str, values) -> pd.DataFrame:
+    """Long forecast frame from ``values[o, h, n]`` for origins x steps x series."""
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    origins = pd.DatetimeIndex(origins)
+    n_o, n_s = len(origins), wide.shape[1]
+    steps = np.arange(1, horizon + 1)
+    o_idx = np.repeat(np.arange(n_o), horizon * n_s)
+    h_idx = np.tile(np.repeat(steps, n_s), n_o)
+    s_idx = np.tile(np.arange(n_s), n_o * horizon)
+    return pd.DataFrame(
+        {
+            SERIES_ID: wide.columns.to_numpy()[s_idx],
+            TIMESTAMP: origins.to_numpy()[o_idx] + h_idx * step,
+            HORIZON_STEP: h_idx,
+            YHAT: np.asarray(values, dtype=float).reshape(-1),
+            "origin": origins.to_numpy()[o_idx],
+        }
+    )
+
+
+def _positions(wide: pd.DataFrame, origins) -> np.ndarray:
+    pos = wide.index.get_indexer(pd.DatetimeIndex(origins))
+    if (pos < 0).any():
+        bad = pd.DatetimeIndex(origins)[pos < 0][:3]
+        raise ValueError(f"origins {list(bad)} are not on the data's time grid")
+    return pos
 
 
 class LastValue(Forecaster):
@@ -30,6 +65,12 @@ class LastValue(Forecaster):
 
     def _fit(self, df: pd.DataFrame) -> None:
         pass
+
+    def _predict_origins(self, df, origins, horizon):
+        wide = _grid(df, self.freq_)
+        last = wide.ffill().to_numpy()[_positions(wide, origins)]  # (origins, series)
+        values = np.repeat(last[:, None, :], horizon, axis=1)
+        return _origin_frame(wide, origins, horizon, self.freq_, values)
 
     def _predict(self, history, horizon, covariates):
         last = history.dropna(subset=[VALUE]).groupby(SERIES_ID, sort=False)[VALUE].last()
@@ -61,6 +102,16 @@ class SeasonalNaive(Forecaster):
 
     def _fit(self, df: pd.DataFrame) -> None:
         pass
+
+    def _predict_origins(self, df, origins, horizon):
+        m = int(self.season_length)
+        wide = _grid(df, self.freq_)
+        arr = wide.to_numpy()
+        pos = _positions(wide, origins)
+        steps = np.arange(1, horizon + 1)
+        src = pos[:, None] + steps[None, :] - m * np.ceil(steps / m).astype(int)[None, :]
+        values = np.where((src >= 0)[..., None], arr[np.clip(src, 0, None)], np.nan)
+        return _origin_frame(wide, origins, horizon, self.freq_, values)
 
     def _predict(self, history, horizon, covariates):
         m = int(self.season_length)
@@ -110,10 +161,20 @@ class HistoricalAverage(Forecaster):
         self.profile_ = obs.groupby([obs[SERIES_ID].to_numpy(), slot])[VALUE].mean()
         self.series_mean_ = obs.groupby(SERIES_ID)[VALUE].mean()
 
-    def _predict(self, history, horizon, covariates):
-        out = future_index(history, horizon, self.freq_)
+    def _predict_origins(self, df, origins, horizon):
+        wide = _grid(df, self.freq_)
+        zeros = np.zeros((len(origins), horizon, wide.shape[1]))
+        frame = _origin_frame(wide, origins, horizon, self.freq_, zeros)
+        frame[YHAT] = self._lookup(frame)
+        return frame
+
+    def _lookup(self, out: pd.DataFrame) -> np.ndarray:
         keys = pd.MultiIndex.from_arrays([out[SERIES_ID].to_numpy(), self._slot(out[TIMESTAMP])])
         yhat = self.profile_.reindex(keys).to_numpy(dtype=float)
         fallback = out[SERIES_ID].map(self.series_mean_).to_numpy(dtype=float)
-        out[YHAT] = np.where(np.isnan(yhat), fallback, yhat)
+        return np.where(np.isnan(yhat), fallback, yhat)
+
+    def _predict(self, history, horizon, covariates):
+        out = future_index(history, horizon, self.freq_)
+        out[YHAT] = self._lookup(out)
         return out

@@ -11,6 +11,16 @@ the target time, covariates at the origin) and the target is the value ``h`` ste
 Because features are computed on a time x series matrix, forecasting every origin of a test
 period is one feature build plus one ``predict`` call per booster (see
 :meth:`LightGBMForecaster.historical_forecasts`).
+
+Covariate modes
+---------------
+* ``"history"``: covariates enter at their value at the origin (always available).
+* ``"future"``: with ``future_covariates`` set, a second family of boosters also sees each
+  named covariate at the *target* time (``fut_<name>``), e.g. forecast weather. It is used for
+  the (series, target time) rows that the caller's ``covariates`` frame covers; every other
+  row falls back to the history boosters. Training uses the observed covariate at the target
+  time as a stand-in for its forecast, so future-mode skill assumes accurate forecasts.
+  ``covariate_mode_`` and the ``covariate_mode`` column say which mode each forecast used.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from citybrain_ml.features.lag_transforms import (
     rolling_features,
     to_matrix,
 )
-from citybrain_ml.models.base import Forecaster
+from citybrain_ml.models.base import Forecaster, _prepare
 
 OBJECTIVES = {
     "l2": "regression",
@@ -47,6 +57,7 @@ OBJECTIVES = {
 TRANSFORMS = ("none", "log1p", "normalize_per_series")
 STRATEGIES = ("direct", "pooled")
 POOLED = 0  # booster key for the single pooled model
+COVARIATE_MODE = "covariate_mode"  # forecast column: "history" or "future" per row
 
 
 def quantile_column(q: float) -> str:
@@ -98,6 +109,10 @@ class LightGBMForecaster(Forecaster):
         Also neighbour means over the 2-hop ring.
     use_covariates : bool
         Use the numeric covariate columns of the frame at their value at the origin.
+    future_covariates : tuple of str or "all", optional
+        Covariates whose values at the target time the caller can supply at forecast time
+        (e.g. forecast weather). Trains a second booster family with ``fut_<name>`` features
+        (doubling training cost); see "Covariate modes" in the module docstring.
     target_transform : {"none", "log1p", "normalize_per_series"}
         ``normalize_per_series`` divides each series by its training mean absolute value so
         series of different levels share patterns (unseen series use their given history).
@@ -131,8 +146,10 @@ class LightGBMForecaster(Forecaster):
     Notes
     -----
     * Rows with a NaN target are dropped from training; NaN features are left to LightGBM.
-    * Covariates (e.g. a holiday flag) are read from the history frame at the origin; future
-      covariates passed to ``predict`` are not used.
+    * Covariates (e.g. a holiday flag) are read from the history frame at the origin. Future
+      covariates passed to ``predict``/``historical_forecasts`` are used only by a model
+      fitted with ``future_covariates``; otherwise they are ignored (mode ``"history"``).
+    * Split-conformal intervals are calibrated on history-mode forecasts.
     * Being global, the model forecasts series unseen in training from ``history_df`` when
       each has at least ``max(lags)`` steps; shorter series raise a ``ValueError`` naming them.
     * ``historical_forecasts`` builds the features once for all (series, origin) pairs and
@@ -154,6 +171,7 @@ class LightGBMForecaster(Forecaster):
         neighbour_windows: tuple = (4,),
         two_hop: bool = False,
         use_covariates: bool = True,
+        future_covariates: tuple | str | None = None,
         target_transform: str = "none",
         objective: str = "l2",
         quantiles: tuple = (0.05, 0.5, 0.95),
@@ -185,6 +203,7 @@ class LightGBMForecaster(Forecaster):
         self.neighbour_windows = neighbour_windows
         self.two_hop = two_hop
         self.use_covariates = use_covariates
+        self.future_covariates = future_covariates
         self.target_transform = target_transform
         self.objective = objective
         self.quantiles = quantiles
@@ -231,18 +250,50 @@ class LightGBMForecaster(Forecaster):
         block = self._origin_block(panel)
         t_idx, n_idx = self._origin_rows(panel)
         base = _gather(block, t_idx, n_idx)
+        self.future_covariates_ = self._future_columns()
         self.feature_names_ = [*block, *self._step_feature_names()]
-        self.boosters_ = {}
+        self.future_feature_names_ = [
+            *self.feature_names_,
+            *(f"fut_{c}" for c in self.future_covariates_),
+        ]
+        self.boosters_, self.future_boosters_ = {}, {}
         steps = [POOLED] if self.strategy == "pooled" else range(1, int(self.horizon) + 1)
         for step in steps:
-            X, y, t_row = self._training_set(panel, base, t_idx, n_idx, step)
+            X, y, t_row, n_row = self._training_set(panel, base, t_idx, n_idx, step)
             if len(y) == 0:
                 raise ValueError(
                     f"no training rows for horizon step {step}: every target is missing or "
                     f"the series are shorter than {self.min_history} + {step} steps"
                 )
             for q in self._quantile_levels():
-                self.boosters_[(step, q)] = self._train_booster(X, y, t_row, q, seed_offset=step)
+                self.boosters_[(step, q)] = self._train_booster(
+                    X, y, t_row, q, seed_offset=step, names=self.feature_names_
+                )
+            if not self.future_covariates_:
+                continue
+            # observed covariates at the target time stand in for their forecasts
+            fut = np.column_stack(
+                [panel.covariates[c][t_row, n_row] for c in self.future_covariates_]
+            )
+            X = np.hstack([X, fut.astype(np.float32)])
+            for q in self._quantile_levels():
+                self.future_boosters_[(step, q)] = self._train_booster(
+                    X, y, t_row, q, seed_offset=step, names=self.future_feature_names_
+                )
+
+    def _future_columns(self) -> list[str]:
+        """Covariates the future-mode boosters read at the target time (checked names)."""
+        spec = self.future_covariates
+        if not spec:
+            return []
+        names = list(self.covariates_) if spec == "all" else [str(c) for c in spec]
+        unknown = [c for c in names if c not in self.covariates_]
+        if unknown:
+            raise ValueError(
+                f"future_covariates {unknown} are not numeric covariate columns of the training "
+                f"frame (covariates: {self.covariates_}; is use_covariates=False?)"
+            )
+        return names
 
     def _check_params(self) -> None:
         checks = {
@@ -401,7 +452,7 @@ class LightGBMForecaster(Forecaster):
 
     # ------------------------------------------------------------------ training
     def _training_set(self, panel: _Panel, base, t_idx, n_idx, step: int):
-        """Feature matrix, target and origin row of every training example for ``step``."""
+        """Feature matrix, target, target row and series column of each example for ``step``."""
         steps = range(1, int(self.horizon) + 1) if step == POOLED else [step]
         rng = np.random.default_rng(int(self.seed) + step)
         total = len(t_idx) * len(steps)
@@ -416,9 +467,9 @@ class LightGBMForecaster(Forecaster):
             if frac < 1.0:
                 keep = np.sort(rng.choice(keep, size=int(len(keep) * frac), replace=False))
             X = self._design(panel, base[keep], t_idx[keep], n_idx[keep], h)
-            parts.append((X, y[keep], t_idx[keep] + h))
+            parts.append((X, y[keep], t_idx[keep] + h, n_idx[keep]))
         X = np.vstack([p[0] for p in parts])
-        return X, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+        return X, *(np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
 
     def _lgb_params(self, quantile: float | None, seed_offset: int) -> dict:
         params = {
@@ -440,17 +491,17 @@ class LightGBMForecaster(Forecaster):
         params.update(self.lgb_params or {})
         return params
 
-    def _train_booster(self, X, y, target_row, quantile, seed_offset: int) -> lgb.Booster:
+    def _train_booster(self, X, y, target_row, quantile, seed_offset: int, names) -> lgb.Booster:
         if self.objective in ("poisson", "tweedie") and np.nanmin(y) < 0:
             raise ValueError(f"objective={self.objective!r} needs non-negative targets")
         params = self._lgb_params(quantile, seed_offset)
         rounds = int(self.n_estimators)
         if self.early_stopping_rounds:
-            rounds = self._early_stopped_rounds(X, y, target_row, params)
-        data = lgb.Dataset(X, y, feature_name=self.feature_names_, free_raw_data=True)
+            rounds = self._early_stopped_rounds(X, y, target_row, params, names)
+        data = lgb.Dataset(X, y, feature_name=names, free_raw_data=True)
         return lgb.train(params, data, num_boost_round=rounds)
 
-    def _early_stopped_rounds(self, X, y, target_row, params) -> int:
+    def _early_stopped_rounds(self, X, y, target_row, params, names) -> int:
         """Trees chosen on the latest targets; training rows end before validation starts."""
         times = np.unique(target_row)
         cut = times[int(len(times) * (1 - float(self.validation_fraction)))]
@@ -459,7 +510,6 @@ class LightGBMForecaster(Forecaster):
         valid = target_row >= cut
         if train.sum() == 0 or valid.sum() == 0:
             return int(self.n_estimators)
-        names = self.feature_names_
         dtrain = lgb.Dataset(X[train], y[train], feature_name=names)
         dvalid = lgb.Dataset(X[valid], y[valid], feature_name=names, reference=dtrain)
         booster = lgb.train(
@@ -473,7 +523,6 @@ class LightGBMForecaster(Forecaster):
 
     # ------------------------------------------------------------------ predict
     def _predict(self, history: pd.DataFrame, horizon: int, covariates) -> pd.DataFrame:
-        # ``covariates`` (future values) are not used: covariates enter at the origin value
         self._check_horizon(horizon)
         grid = to_matrix(history, self.freq_)
         panel = self._panel(history, grid, upto=len(grid.times))
@@ -485,10 +534,50 @@ class LightGBMForecaster(Forecaster):
                 f"series; too short: {list(grid.ids[short][:20])}"
             )
         n_idx = np.arange(len(grid.ids))
-        out = self._forecast(panel, last, n_idx, horizon)
+        out = self._forecast(panel, last, n_idx, horizon, covariates)
         return out.drop(columns="origin")
 
-    def _predict_origins(self, df: pd.DataFrame, origins, horizon: int) -> pd.DataFrame:
+    def historical_forecasts(
+        self,
+        df: pd.DataFrame,
+        origins,
+        horizon: int,
+        levels: list[int] | None = None,
+        covariates: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """Forecasts made at each origin using only data at or before it (no refit).
+
+        Parameters
+        ----------
+        df : DataFrame
+            Long history frame (targets after an origin are never used for it).
+        origins : sequence of timestamps
+            Forecast origins.
+        horizon : int
+            Steps forecast from each origin.
+        levels : list of int, optional
+            Split-conformal interval levels.
+        covariates : DataFrame, optional
+            ``series_id, timestamp`` + the ``future_covariates`` columns at target times
+            (e.g. archived weather forecasts). Only a model fitted with
+            ``future_covariates`` uses them; rows they do not cover use history mode.
+
+        Returns
+        -------
+        DataFrame
+            The forecast frame with an extra ``origin`` column.
+        """
+        self._check_fitted()
+        df = _prepare(df)
+        origins = pd.to_datetime(pd.Index(origins))
+        out = self._predict_origins(df, origins, int(horizon), covariates)
+        out = out.sort_values(["origin", SERIES_ID, HORIZON_STEP], kind="stable")
+        out = out.reset_index(drop=True)
+        return self._add_intervals(out, levels) if levels else out
+
+    def _predict_origins(
+        self, df: pd.DataFrame, origins, horizon: int, covariates: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
         """Vectorised rolling-origin forecasts: one feature build, one call per booster.
 
         A (series, origin) pair is forecast when the series has a row at the origin and at
@@ -503,7 +592,7 @@ class LightGBMForecaster(Forecaster):
             return pd.DataFrame(columns=[SERIES_ID, TIMESTAMP, HORIZON_STEP, YHAT, "origin"])
         panel = self._panel(df, grid, upto=int(rows.min()) + 1)
         t_idx, n_idx = self._origin_rows(panel, rows)
-        return self._forecast(panel, t_idx, n_idx, horizon)
+        return self._forecast(panel, t_idx, n_idx, horizon, covariates)
 
     def _check_horizon(self, horizon: int) -> None:
         if horizon > int(self.horizon):
@@ -512,33 +601,65 @@ class LightGBMForecaster(Forecaster):
                 f"Refit with horizon={horizon}"
             )
 
-    def _forecast(self, panel: _Panel, t_idx, n_idx, horizon: int) -> pd.DataFrame:
+    def _forecast(
+        self, panel: _Panel, t_idx, n_idx, horizon: int, covariates: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
         block = self._origin_block(panel)
         base = _gather(block, t_idx, n_idx)
         scale = panel.scale[n_idx]
         origin_times = panel.grid.times[0] + t_idx * panel.step
+        future = self._future_table(covariates)
         frames = []
         for h in range(1, horizon + 1):
             X = self._design(panel, base, t_idx, n_idx, h)
             key = POOLED if self.strategy == "pooled" else h
-            preds = {
-                q: self._inverse(
-                    self.boosters_[(key, q)].predict(X, num_threads=int(self.n_jobs)), scale
-                )
-                for q in self._quantile_levels()
-            }
+            target_times = origin_times + h * panel.step
+            fut, covered = _lookup(future, panel.grid.ids[n_idx], target_times, len(t_idx))
+            preds = {}
+            for q in self._quantile_levels():
+                z = self.boosters_[(key, q)].predict(X, num_threads=int(self.n_jobs))
+                if covered.any():
+                    Xf = np.hstack([X[covered], fut[covered]])
+                    z[covered] = self.future_boosters_[(key, q)].predict(
+                        Xf, num_threads=int(self.n_jobs)
+                    )
+                preds[q] = self._inverse(z, scale)
             frame = pd.DataFrame(
                 {
                     SERIES_ID: panel.grid.ids[n_idx],
-                    TIMESTAMP: origin_times + h * panel.step,
+                    TIMESTAMP: target_times,
                     HORIZON_STEP: h,
                     "origin": origin_times,
                 }
             )
-            frames.append(self._add_predictions(frame, preds))
+            frame = self._add_predictions(frame, preds)
+            if self.future_covariates_:
+                frame[COVARIATE_MODE] = np.where(covered, "future", "history")
+            frames.append(frame)
         out = pd.concat(frames, ignore_index=True)
+        self.covariate_mode_ = _overall_mode(out)
         # same column order as the base class: forecast columns, extras, then origin
         return out[[c for c in out.columns if c != "origin"] + ["origin"]]
+
+    def _future_table(self, covariates: pd.DataFrame | None) -> pd.DataFrame | None:
+        """Future covariates indexed by (series_id, timestamp), or None in history mode."""
+        names = getattr(self, "future_covariates_", [])
+        if covariates is None or not names:
+            return None
+        lacking = [c for c in (SERIES_ID, TIMESTAMP, *names) if c not in covariates.columns]
+        if lacking:
+            raise ValueError(
+                f"covariates frame lacks column(s) {lacking}; the model reads future values of "
+                f"{names} at each target time"
+            )
+        table = covariates[[SERIES_ID, TIMESTAMP, *names]]
+        keys = pd.MultiIndex.from_arrays(
+            [table[SERIES_ID].astype(object), pd.DatetimeIndex(pd.to_datetime(table[TIMESTAMP]))]
+        )
+        if keys.has_duplicates:
+            sid, ts = keys[keys.duplicated()][0]
+            raise ValueError(f"covariates frame repeats (series_id, timestamp) = ({sid!r}, {ts})")
+        return pd.DataFrame(table[names].to_numpy(dtype=np.float32), index=keys, columns=names)
 
     def _add_predictions(self, frame: pd.DataFrame, preds: dict) -> pd.DataFrame:
         if self.objective != "quantile":
@@ -593,6 +714,26 @@ class LightGBMForecaster(Forecaster):
 
 
 # ---------------------------------------------------------------------- helpers
+def _lookup(table: pd.DataFrame | None, ids, times, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Future covariate rows for (ids[i], times[i]) and a mask of the rows the table covers."""
+    if table is None:
+        return np.empty((n, 0), dtype=np.float32), np.zeros(n, dtype=bool)
+    wanted = pd.MultiIndex.from_arrays([np.asarray(ids, dtype=object), pd.DatetimeIndex(times)])
+    pos = table.index.get_indexer(wanted)
+    covered = pos >= 0
+    values = np.full((n, table.shape[1]), np.nan, dtype=np.float32)
+    values[covered] = table.to_numpy()[pos[covered]]
+    return values, covered
+
+
+def _overall_mode(out: pd.DataFrame) -> str:
+    """``"history"``, ``"future"`` or ``"mixed"`` for a whole forecast frame."""
+    if COVARIATE_MODE not in out.columns:
+        return "history"
+    modes = set(out[COVARIATE_MODE].unique())
+    return modes.pop() if len(modes) == 1 else "mixed"
+
+
 def _gather(block: dict[str, np.ndarray], t_idx, n_idx) -> np.ndarray:
     """Rows ``(t_idx[i], n_idx[i])`` of every (T, N) feature, as an (rows, F) float32 matrix."""
     out = np.empty((len(t_idx), len(block)), dtype=np.float32)

@@ -1,0 +1,186 @@
+"""Scheduled batch scoring: atomic outputs, idempotent reruns, partial success, audit chain,
+and the registry's champion/challenger workflow -- each failure mode with a clear message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from citybrain_ml.cli.main import app
+from citybrain_ml.config import JobConfig
+from citybrain_ml.jobs import run_train
+from citybrain_ml.scoring import OutputExistsError, audit, run_forecast
+from citybrain_ml.tracking.registry import RegistryError, promote, register
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _job(tmp: Path, models: list[dict], name: str = "sz") -> JobConfig:
+    return JobConfig.model_validate(
+        {
+            "name": name,
+            "data": {"dataset": "sz_taxi", "root": str(REPO / "data_samples")},
+            "horizon": 4,
+            "models": models,
+            "evaluation": {"method": "backtest", "n_windows": 2, "step": 24},
+            "tracking": {"experiment": "scoring-tests"},
+            "output": {"dir": str(tmp / "outputs")},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two quick jobs logged to a private SQLite store; yields (tmp, uri, results, history path)."""
+    tmp = tmp_path_factory.mktemp("scoring")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    # on this 2-week slice, 1 h ahead, persistence beats "same time yesterday"
+    weak = run_train(
+        _job(tmp, [{"type": "seasonal_naive", "params": {"season_length": 96}}]), progress=False
+    )
+    strong = run_train(_job(tmp, [{"type": "last_value"}]), progress=False)
+    from citybrain_ml.data import load_sz_taxi
+
+    history = load_sz_taxi(root=REPO / "data_samples").values
+    path = tmp / "history.csv"
+    history.to_csv(path, index=False)
+    yield tmp, uri, weak, strong, path, history
+    mp.undo()
+
+
+def _uri(result) -> str:
+    return f"runs:/{result.outcomes[0].run_id}/model"
+
+
+def test_forecast_layout_manifest_and_idempotent_rerun(store, tmp_path):
+    _, uri, weak, _, path, history = store
+    first = run_forecast(_uri(weak), path, tmp_path, "sz", tracking_uri=uri, levels=[90])
+    assert first.folder.name.startswith("as_of=") and not first.partial
+    manifest = json.loads((first.folder / "manifest.json").read_text())
+    assert manifest["series_forecast"] == history["series_id"].nunique()
+    assert manifest["previous_manifest_sha256"] is None
+    assert set(manifest["files"]) == {"forecast.parquet", "forecast.csv"}
+    before = {p.name: p.read_bytes() for p in first.folder.iterdir()}
+    again = run_forecast(_uri(weak), path, tmp_path, "sz", tracking_uri=uri, levels=[90])
+    assert again.unchanged
+    assert before == {p.name: p.read_bytes() for p in again.folder.iterdir()}
+
+
+def test_different_result_refused_without_overwrite(store, tmp_path):
+    _, uri, weak, strong, path, _ = store
+    run_forecast(_uri(weak), path, tmp_path, "sz", tracking_uri=uri)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run_forecast(_uri(strong), path, tmp_path, "sz", tracking_uri=uri)
+    replaced = run_forecast(_uri(strong), path, tmp_path, "sz", tracking_uri=uri, overwrite=True)
+    assert not replaced.unchanged
+
+
+def test_hash_chain_and_audit_detects_tampering(store, tmp_path):
+    _, uri, weak, _, path, history = store
+    last = history["timestamp"].max()
+    for as_of in (last - pd.Timedelta("30min"), last - pd.Timedelta("15min"), last):
+        run_forecast(_uri(weak), path, tmp_path, "sz", tracking_uri=uri, as_of=str(as_of))
+    job = tmp_path / "sz"
+    assert audit(job) == []
+    folders = sorted(job.iterdir())
+    second = json.loads((folders[1] / "manifest.json").read_text())
+    assert second["previous_manifest_sha256"] is not None
+    csv = folders[1] / "forecast.csv"
+    csv.write_text(csv.read_text().replace("road", "ROAD", 1))
+    (folders[2] / "forecast.parquet").unlink()
+    problems = audit(job)
+    assert any("forecast.csv" in p and "tampered" in p for p in problems)
+    assert any("forecast.parquet" in p and "missing" in p for p in problems)
+    result = runner.invoke(app, ["audit", str(job)])
+    assert result.exit_code == 1
+
+
+def test_partial_success_lists_skipped_series(store, tmp_path):
+    _, uri, weak, _, _, history = store
+    ids = sorted(history["series_id"].unique())
+    bad = history.copy()
+    # one series stops 2 hours early (stale), one is hourly instead of 15-minutely
+    stale = bad["series_id"].eq(ids[0]) & (
+        bad["timestamp"] > bad["timestamp"].max() - pd.Timedelta("2h")
+    )
+    bad = bad[~stale]
+    hourly = bad["series_id"].eq(ids[1]) & (bad["timestamp"].dt.minute != 0)
+    bad = bad[~hourly]
+    path = tmp_path / "bad.parquet"
+    bad.to_parquet(path)
+    args = [
+        "forecast",
+        "--model",
+        _uri(weak),
+        "--data",
+        str(path),
+        "--out",
+        str(tmp_path / "o"),
+        "--name",
+        "sz",
+        "--tracking-uri",
+        uri,
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 3, result.output
+    folder = next((tmp_path / "o" / "sz").iterdir())
+    skipped = json.loads((folder / "manifest.json").read_text())["series_skipped"]
+    assert "missing recent history" in skipped[ids[0]]
+    assert "wrong frequency" in skipped[ids[1]]
+    fc = pd.read_parquet(folder / "forecast.parquet")
+    assert set(fc["series_id"]) == set(ids[2:])
+
+
+def test_missing_alias_and_corrupt_model_are_clear(store, tmp_path):
+    tmp, uri, weak, _, path, _ = store
+    args = [
+        "forecast",
+        "--model",
+        "models:/nope@champion",
+        "--data",
+        str(path),
+        "--out",
+        str(tmp_path),
+        "--tracking-uri",
+        uri,
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "cannot load model models:/nope@champion" in result.output
+    assert "Traceback" not in result.output
+    # corrupt the pickled model inside the artifact store (next to the SQLite file)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    model_id = client.get_run(weak.outcomes[0].run_id).outputs.model_outputs[0].model_id
+    pkl = next(p for p in (tmp / "mlartifacts").rglob("model.pkl") if model_id in str(p))
+    pkl.write_bytes(b"garbage")
+    result = runner.invoke(app, args[:2] + [_uri(weak)] + args[3:])
+    assert result.exit_code == 1
+    assert "corrupt model file" in result.output or "cannot load model" in result.output
+
+
+def test_promote_only_when_challenger_wins(store):
+    _, uri, weak, strong, _, _ = store
+    mlflow.set_tracking_uri(uri)
+    v_weak = register(weak.outcomes[0].run_id, "sz-traffic")
+    first = promote("sz-traffic", v_weak)
+    assert first.promoted and "no champion" in first.reason
+    v_strong = register(strong.outcomes[0].run_id, "sz-traffic")
+    win = promote("sz-traffic", v_strong, metric="mae_mean")
+    assert win.promoted, win.reason
+    lose = promote("sz-traffic", v_weak, metric="mae_mean")
+    assert not lose.promoted
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("sz-traffic", "champion").version) == v_strong
+    tags = client.get_model_version("sz-traffic", v_weak).tags
+    assert tags["promotion.decision"] == "rejected" and "does not beat" in tags["promotion.reason"]
+    with pytest.raises(RegistryError, match="no metric"):
+        promote("sz-traffic", v_weak, metric="nonexistent")
