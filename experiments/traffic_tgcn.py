@@ -53,19 +53,24 @@ def model_specs(dataset: str) -> dict[str, tuple[str, dict]]:
         "calibration_steps": None,
         "neighbour_lags": (1, 2),
     }
-    stid = {"horizon": h, "input_len": 12}
+    stid = {"horizon": h, "input_len": 12, "graph": True, "time_budget_s": 300}
+    sarimax = {"horizon": h, "order": (1, 0, 1), "trend": "c", "n_jobs": 2}
     return {
         "last_value": ("last_value", {"horizon": h}),
         "historical_average": ("historical_average", {"horizon": h, "period": "week"}),
         "seasonal_naive": ("seasonal_naive", {"horizon": h, "season_length": d["day"]}),
-        "sarimax": ("sarimax", {"horizon": h}),
+        "sarimax": ("sarimax", sarimax),
         "lightgbm": ("lightgbm", lgbm),
         "stid": ("stid", stid),
         "ensemble": (
             "ensemble",
             {
                 "horizon": h,
-                "members": [{"type": "lightgbm", "params": lgbm}, {"type": "stid", "params": stid}],
+                "members": [
+                    {"type": "lightgbm", "params": lgbm},
+                    {"type": "stid", "params": stid},
+                    {"type": "sarimax", "params": sarimax},
+                ],
                 "top_k": 2,
                 "validation_steps": d["day"] * 2,
                 "stride": 2,

@@ -50,6 +50,8 @@ class Forecaster:
 
     #: steps of history a model needs to forecast (subclasses override)
     min_history: int = 1
+    #: whether the model can forecast series it was not trained on (global models can)
+    handles_new_series: bool = True
 
     # ------------------------------------------------------------------ params
     @classmethod

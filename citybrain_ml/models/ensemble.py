@@ -71,7 +71,8 @@ class EnsembleForecaster(Forecaster):
             raise ValueError("EnsembleForecaster needs at least one member")
         built = []
         for spec in self.members:
-            params = {"horizon": self.horizon, "calibration_steps": 0, **spec.get("params", {})}
+            # members never calibrate: the ensemble's intervals come from its validation tail
+            params = {"horizon": self.horizon, **spec.get("params", {}), "calibration_steps": 0}
             takes_graph = "adjacency" in model_class(spec["type"])._param_names()
             if takes_graph and self.adjacency is not None:
                 params.setdefault("adjacency", self.adjacency)

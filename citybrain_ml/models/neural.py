@@ -129,6 +129,9 @@ class STIDForecaster(Forecaster):
         self.calibration_steps = calibration_steps
         self.verbose = verbose
 
+    #: node embeddings tie the model to the training sensors (batch scoring skips others)
+    handles_new_series = False
+
     @property
     def min_history(self) -> int:
         return int(self.input_len)

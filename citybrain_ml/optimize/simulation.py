@@ -25,6 +25,7 @@ Evaluation follows RESCO: one-hour episodes (Cologne 25200-28800 s, Ingolstadt
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -81,7 +82,10 @@ def setup_sumo():
         ) from exc
     os.environ.setdefault("SUMO_HOME", sumo.SUMO_HOME)
     try:
-        import libsumo
+        # libsumo prints a warning when pyarrow's version differs from the libarrow it was
+        # built against; that only matters for SUMO's parquet outputs, which are not used
+        with contextlib.redirect_stdout(io.StringIO()):
+            import libsumo
 
         return libsumo
     except ImportError:
