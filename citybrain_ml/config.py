@@ -75,6 +75,12 @@ class TrackingConfig(_Strict):
 class OutputConfig(_Strict):
     dir: str = "outputs"
     formats: list[Literal["parquet", "csv"]] = ["parquet", "csv"]
+    privacy_k: int | None = Field(
+        None,
+        ge=1,
+        description="k-suppression for event counts: cells with fewer than k training events are "
+        "masked in every published forecast, no per-cell plots or model artifacts are logged",
+    )
 
 
 class DecisionConfig(_Strict):

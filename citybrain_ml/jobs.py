@@ -153,7 +153,7 @@ def run_train(cfg: JobConfig, progress: bool = True, write_outputs: bool = True)
         mlflow.log_text(result.leaderboard().to_csv(index=False), "leaderboard.csv")
         log_model_cards(cfg, result, ds)
         if write_outputs:
-            result.output_files = write_forecasts(cfg, result)
+            result.output_files = write_forecasts(cfg, result, ds)
             result.output_files += run_decisions(cfg, ds, best)
             for path in result.output_files:
                 mlflow.log_artifact(str(path), "outputs")
@@ -195,20 +195,23 @@ def _train_one(
         log_review_artifacts(model, mcfg.type, metrics, scored)
         levels = cfg.levels if model.conformal_scores_ else None
         outcome.forecast = model.predict(cfg.horizon, levels=levels)
-        ids = ds.series_ids[: cfg.evaluation.plot_series]
-        fig = plot_forecast_vs_actual(
-            scored_history(ds, scored, ids),
-            scored_forecast(scored, ids),
-            actuals=None,
-            series_ids=ids,
-            max_series=cfg.evaluation.plot_series,
-            levels=cfg.levels,
-        )
-        mlflow.log_figure(fig, "plots/forecast_vs_actual.png")
-        if cfg.tracking.log_models:
-            from citybrain_ml.tracking.pyfunc import log_forecaster
+        if cfg.output.privacy_k is None:
+            # per-series plots and the model (which keeps recent history) would publish
+            # small-cell counts, so a job under k-suppression logs neither
+            ids = ds.series_ids[: cfg.evaluation.plot_series]
+            fig = plot_forecast_vs_actual(
+                scored_history(ds, scored, ids),
+                scored_forecast(scored, ids),
+                actuals=None,
+                series_ids=ids,
+                max_series=cfg.evaluation.plot_series,
+                levels=cfg.levels,
+            )
+            mlflow.log_figure(fig, "plots/forecast_vs_actual.png")
+            if cfg.tracking.log_models:
+                from citybrain_ml.tracking.pyfunc import log_forecaster
 
-            log_forecaster(model, ds.values, name="model", levels=cfg.levels)
+                log_forecaster(model, ds.values, name="model", levels=cfg.levels)
     return outcome
 
 
@@ -277,16 +280,31 @@ def run_decisions(cfg: JobConfig, ds: SeriesDataset, best: ModelOutcome) -> list
     return files
 
 
-def write_forecasts(cfg: JobConfig, result: JobResult) -> list[Path]:
-    """Write every model's forecast (column ``model``, ``is_best``) as Parquet/CSV atomically."""
+def write_forecasts(cfg: JobConfig, result: JobResult, ds: SeriesDataset) -> list[Path]:
+    """Write every model's forecast (column ``model``, ``is_best``) as Parquet/CSV atomically.
+
+    With ``output.privacy_k`` set, cells with fewer than k training events are suppressed.
+    """
     frames = [
         o.forecast.assign(model=o.label, is_best=o.label == result.best) for o in result.outcomes
     ]
     fc = pd.concat(frames, ignore_index=True)
+    if cfg.output.privacy_k:
+        fc = suppress_forecast(fc, ds, cfg.output.privacy_k)
     out_dir = Path(cfg.output.dir) / cfg.name
     files = [atomic_write_frame(fc, out_dir / f"forecast.{fmt}", fmt) for fmt in cfg.output.formats]
     files.append(atomic_write_frame(result.leaderboard(), out_dir / "leaderboard.csv", "csv"))
     return files
+
+
+def suppress_forecast(fc: pd.DataFrame, ds: SeriesDataset, k: int) -> pd.DataFrame:
+    """Mask forecasts of cells with fewer than ``k`` events in the training data."""
+    from citybrain_ml.data.privacy import suppress_small_cells
+    from citybrain_ml.optimize.hotspots import training_event_counts
+
+    counts = training_event_counts(ds.values, ds.values[TIMESTAMP].max())
+    value_cols = [c for c in fc.columns if c.startswith("yhat")]
+    return suppress_small_cells(fc, counts, k=k, mode="suppress", value_cols=value_cols)
 
 
 def run_backtest(cfg: JobConfig, progress: bool = True) -> JobResult:

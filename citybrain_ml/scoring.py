@@ -101,7 +101,7 @@ def run_forecast(
     usable, skipped = check_series(forecaster, history, as_of_ts)
     if not usable:
         raise ValueError(f"{data_path}: no series can be forecast at {as_of_ts}: {_fmt(skipped)}")
-    params = {"as_of": str(as_of_ts), "levels": list(levels or [])}
+    params = {"as_of": str(as_of_ts), "levels": ",".join(str(v) for v in levels or [])}
     if horizon:
         params["horizon"] = int(horizon)
     t1 = time.perf_counter()

@@ -182,7 +182,12 @@ def test_response_plan_levels_and_ranking():
     assert clean_likely == "III"  # P(> 75) = 1, P(> 115) = 0
     assert plan.set_index(["station", "lead_day"]).loc[("heavy", 1), "likely_level"] == "VI"
     assert plan["action"].str.len().gt(0).all()
-    assert aa.episode_alert_level({150: np.ones(3), 200: np.ones(1), 300: np.zeros(1), 500: np.zeros(1)}) == "yellow"
+    assert (
+        aa.episode_alert_level(
+            {150: np.ones(3), 200: np.ones(1), 300: np.zeros(1), 500: np.zeros(1)}
+        )
+        == "yellow"
+    )
 
 
 # ---------------------------------------------------------------------- future covariates
@@ -194,8 +199,12 @@ def weather_frame() -> pd.DataFrame:
     frames = []
     for i in range(2):
         wind = rng.normal(0, 1, len(ts))
-        value = 60 + 25 * wind + 5 * np.sin(2 * np.pi * ts.hour / 24 + i) + rng.normal(0, 2, len(ts))
-        frames.append(pd.DataFrame({"series_id": f"s{i}", "timestamp": ts, "value": value, "wind": wind}))
+        value = (
+            60 + 25 * wind + 5 * np.sin(2 * np.pi * ts.hour / 24 + i) + rng.normal(0, 2, len(ts))
+        )
+        frames.append(
+            pd.DataFrame({"series_id": f"s{i}", "timestamp": ts, "value": value, "wind": wind})
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -294,5 +303,10 @@ def test_air_quickstart_job_with_alerts(tmp_path, monkeypatch):
     assert plan["rank"].tolist() == list(range(1, len(plan) + 1))
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(result.parent_run_id)
     assert "air_alerts.n_alerts" in run.data.metrics
-    artifacts = [a.path for a in mlflow.MlflowClient(tracking_uri=uri).list_artifacts(result.parent_run_id, "decisions/air_alerts")]
+    artifacts = [
+        a.path
+        for a in mlflow.MlflowClient(tracking_uri=uri).list_artifacts(
+            result.parent_run_id, "decisions/air_alerts"
+        )
+    ]
     assert any(p.endswith("air_alerts.csv") for p in artifacts)

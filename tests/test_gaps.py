@@ -1,4 +1,4 @@
-"""Explicit gap handling: masks, summaries, short-gap interpolation that never fills test targets."""
+"""Explicit gap handling: masks, summaries, short-gap filling that never touches test targets."""
 
 from __future__ import annotations
 

@@ -233,8 +233,8 @@ def optimize_signals(
         ..., "--config", "-c", help="YAML, e.g. configs/signals_cologne8.yaml"
     ),
 ):
-    """Compute signal plans (fixed-time, Webster from forecast flows, max-pressure,
-    forecast-driven), rehearse them in SUMO, write the plans (JSON/CSV) and simulated metrics, log to MLflow."""
+    """Compute signal plans (fixed-time, Webster, max-pressure, forecast-driven),
+    rehearse them in SUMO, write the plans (JSON/CSV) and simulated metrics, log to MLflow."""
     from citybrain_ml.optimize.simulation import run_signals_job
 
     summary = _run(run_signals_job, config)

@@ -45,9 +45,17 @@ class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
         as_of = params.get("as_of") or None
         if as_of:
             history = history[history[TIMESTAMP] <= pd.Timestamp(as_of)]
-        levels = [int(v) for v in (params.get("levels") or [])]
+        levels = parse_levels(params.get("levels"))
         horizon = int(params.get("horizon") or self.model.horizon)
         return self.model.predict(horizon, history_df=history, levels=levels or None)
+
+
+def parse_levels(raw) -> list[int]:
+    """Interval levels from ``"80,90"``, ``[80, 90]`` or nothing."""
+    if raw is None or raw == "":
+        return []
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    return [int(v) for v in items if str(v).strip()]
 
 
 def pinned_requirements() -> list[str]:
@@ -94,11 +102,12 @@ def log_forecaster(
     from mlflow.models import infer_signature
 
     horizon = int(model.horizon)
-    params = {"horizon": horizon, "as_of": "", "levels": list(levels or [80, 90])}
+    # an uncalibrated model serves point forecasts only
+    default_levels = list(levels or [80, 90]) if model.conformal_scores_ else []
+    # levels travel as "80,90" (a string keeps the signature typed when there are none)
+    params = {"horizon": horizon, "as_of": "", "levels": ",".join(map(str, default_levels))}
     example = _example(model, history_example)
-    output = model.predict(
-        horizon, history_df=example, levels=params["levels"] if model.conformal_scores_ else None
-    )
+    output = model.predict(horizon, history_df=example, levels=default_levels or None)
     signature = infer_signature(example, output, params=params)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = model.save(Path(tmp) / "model")
