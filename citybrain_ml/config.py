@@ -106,6 +106,11 @@ class JobConfig(_Strict):
 
 def load_config(path: str | Path) -> JobConfig:
     """Read and validate a YAML job config; errors name the file and the field."""
+    return load_yaml_model(path, JobConfig)
+
+
+def load_yaml_model(path: str | Path, model: type[BaseModel]):
+    """Read a YAML file into the pydantic ``model``; errors name the file and the field."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -116,9 +121,9 @@ def load_config(path: str | Path) -> JobConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
-        return JobConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{path}: field '{where}': {first['msg']}{more}") from exc

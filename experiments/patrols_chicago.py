@@ -36,7 +36,7 @@ from citybrain_ml.optimize.patrols import (
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
-GRID = [(4, 4000.0), (8, 3000.0), (8, 4000.0), (8, 5000.0), (16, 4000.0)]
+GRID = [(4, 4000.0), (8, 3000.0), (8, 4000.0), (8, 5000.0)]
 
 
 def evaluate(cfg: PatrolsJobConfig, grid) -> tuple[pd.DataFrame, pd.DataFrame, int]:

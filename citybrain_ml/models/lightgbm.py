@@ -75,6 +75,7 @@ class _Panel:
     covariates: dict[str, np.ndarray]
     first: np.ndarray  # (N,) grid row of each series' first row
     step: pd.Timedelta
+    anchor: np.ndarray | None = None  # (T, N) last non-missing z up to each row (delta target)
 
 
 class LightGBMForecaster(Forecaster):
@@ -109,6 +110,10 @@ class LightGBMForecaster(Forecaster):
         Also neighbour means over the 2-hop ring.
     use_covariates : bool
         Use the numeric covariate columns of the frame at their value at the origin.
+    delta_target : bool
+        Learn the change from the last observed (transformed) value at the origin instead of
+        the level; forecasts add it back. Keeps short horizons close to persistence when one
+        pooled booster serves all steps. Origins with no observed value yet are skipped.
     future_covariates : tuple of str or "all", optional
         Covariates whose values at the target time the caller can supply at forecast time
         (e.g. forecast weather). Trains a second booster family with ``fut_<name>`` features
@@ -172,6 +177,7 @@ class LightGBMForecaster(Forecaster):
         two_hop: bool = False,
         use_covariates: bool = True,
         future_covariates: tuple | str | None = None,
+        delta_target: bool = False,
         target_transform: str = "none",
         objective: str = "l2",
         quantiles: tuple = (0.05, 0.5, 0.95),
@@ -204,6 +210,7 @@ class LightGBMForecaster(Forecaster):
         self.two_hop = two_hop
         self.use_covariates = use_covariates
         self.future_covariates = future_covariates
+        self.delta_target = delta_target
         self.target_transform = target_transform
         self.objective = objective
         self.quantiles = quantiles
@@ -366,7 +373,11 @@ class LightGBMForecaster(Forecaster):
         covs = {c: grid.column(df, c) for c in self.covariates_}
         first = np.argmax(grid.present, axis=0)
         step = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq_))
-        return _Panel(grid, z, scale, covs, first, step)
+        # getattr: models pickled before delta_target existed load as level models
+        anchor = (
+            pd.DataFrame(z).ffill().to_numpy() if getattr(self, "delta_target", False) else None
+        )
+        return _Panel(grid, z, scale, covs, first, step, anchor)
 
     def _transform(self, y: np.ndarray, scale: np.ndarray, ids) -> np.ndarray:
         if self.target_transform == "log1p":
@@ -463,6 +474,8 @@ class LightGBMForecaster(Forecaster):
             ok = target < panel.z.shape[0]
             y = np.full(len(t_idx), np.nan)
             y[ok] = panel.z[target[ok], n_idx[ok]]
+            if panel.anchor is not None:
+                y -= panel.anchor[t_idx, n_idx]
             keep = np.flatnonzero(np.isfinite(y))  # NaN targets are masked, not learned
             if frac < 1.0:
                 keep = np.sort(rng.choice(keep, size=int(len(keep) * frac), replace=False))
@@ -623,6 +636,8 @@ class LightGBMForecaster(Forecaster):
                     z[covered] = self.future_boosters_[(key, q)].predict(
                         Xf, num_threads=int(self.n_jobs)
                     )
+                if panel.anchor is not None:
+                    z = z + panel.anchor[t_idx, n_idx]
                 preds[q] = self._inverse(z, scale)
             frame = pd.DataFrame(
                 {

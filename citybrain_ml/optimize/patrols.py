@@ -105,9 +105,9 @@ class PatrolsJobConfig(_Strict):
 
 def load_patrols_config(path: str | Path) -> PatrolsJobConfig:
     """Read and validate a patrols job YAML; errors name the file and the field."""
-    from citybrain_ml.optimize.simulation import _load_yaml_model
+    from citybrain_ml.config import load_yaml_model
 
-    return _load_yaml_model(path, PatrolsJobConfig)
+    return load_yaml_model(path, PatrolsJobConfig)
 
 
 # ---------------------------------------------------------------------------- data

@@ -41,8 +41,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from citybrain_ml.optimize.signals import SignalPlan, plans_from_flows, plans_to_frame
 
@@ -912,28 +911,9 @@ class SignalsJobConfig(_Strict):
 
 def load_signals_config(path: str | Path) -> SignalsJobConfig:
     """Read and validate a signals job YAML; errors name the file and the field."""
-    return _load_yaml_model(path, SignalsJobConfig)
+    from citybrain_ml.config import load_yaml_model
 
-
-def _load_yaml_model(path: str | Path, model: type[BaseModel]):
-    from citybrain_ml.config import ConfigError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{path}: field '{where}': {first['msg']}{more}") from exc
+    return load_yaml_model(path, SignalsJobConfig)
 
 
 # ---------------------------------------------------------------------------- the job
