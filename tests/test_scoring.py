@@ -184,3 +184,27 @@ def test_promote_only_when_challenger_wins(store):
     assert tags["promotion.decision"] == "rejected" and "does not beat" in tags["promotion.reason"]
     with pytest.raises(RegistryError, match="no metric"):
         promote("sz-traffic", v_weak, metric="nonexistent")
+
+
+def test_model_from_incompatible_version_is_clear(store, tmp_path):
+    tmp, uri, _, strong, path, _ = store
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    model_id = client.get_run(strong.outcomes[0].run_id).outputs.model_outputs[0].model_id
+    meta = next(p for p in (tmp / "mlartifacts").rglob("model_meta.json") if model_id in str(p))
+    data = json.loads(meta.read_text())
+    data["format_version"] = 99
+    meta.write_text(json.dumps(data))
+    args = [
+        "forecast",
+        "--model",
+        _uri(strong),
+        "--data",
+        str(path),
+        "--out",
+        str(tmp_path),
+        "--tracking-uri",
+        uri,
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "format version 99" in result.output and "Traceback" not in result.output
