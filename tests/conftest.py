@@ -23,7 +23,9 @@ def samples_dir() -> Path:
 def shared_data() -> Path:
     """Root of ../shared/data; skips the test with a reason where it is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"full datasets not available at {SHARED_DATA} (only in the developers' checkout)")
+        pytest.skip(
+            f"full datasets not available at {SHARED_DATA} (only in the developers' checkout)"
+        )
     return SHARED_DATA
 
 

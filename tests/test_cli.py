@@ -33,7 +33,9 @@ def quickstart(tmp_path_factory):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", uri)
-    result = runner.invoke(app, ["train", "--config", str(_quickstart_config(tmp)), "--no-progress"])
+    result = runner.invoke(
+        app, ["train", "--config", str(_quickstart_config(tmp)), "--no-progress"]
+    )
     yield tmp, uri, result
     mp.undo()
 
@@ -83,8 +85,19 @@ def test_forecast_from_logged_model_is_idempotent(quickstart, tmp_path):
     history = load_dataset("sz_taxi", root=str(REPO / "data_samples")).values
     data = tmp_path / "history.parquet"
     history.to_parquet(data)
-    args = ["forecast", "--model", f"runs:/{run.info.run_id}/model", "--data", str(data),
-            "--out", str(tmp_path / "out"), "--name", "sz", "--tracking-uri", uri]
+    args = [
+        "forecast",
+        "--model",
+        f"runs:/{run.info.run_id}/model",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "out"),
+        "--name",
+        "sz",
+        "--tracking-uri",
+        uri,
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     folder = next((tmp_path / "out" / "sz").iterdir())
@@ -106,7 +119,9 @@ def test_bad_config_is_one_line_exit_2(tmp_path):
 
 def test_tracking_server_down_fails_before_work(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    result = runner.invoke(app, ["train", "--config", str(_quickstart_config(tmp_path)), "--no-progress"])
+    result = runner.invoke(
+        app, ["train", "--config", str(_quickstart_config(tmp_path)), "--no-progress"]
+    )
     assert result.exit_code == 1
     assert "not usable" in result.output
     assert not (tmp_path / "outputs").exists()
@@ -121,6 +136,8 @@ def test_data_validate_names_bad_row(tmp_path):
 
 
 def test_data_validate_ok_on_samples():
-    result = runner.invoke(app, ["data", "validate", "--dataset", "sz_taxi", "--root", str(REPO / "data_samples")])
+    result = runner.invoke(
+        app, ["data", "validate", "--dataset", "sz_taxi", "--root", str(REPO / "data_samples")]
+    )
     assert result.exit_code == 0, result.output
     assert result.output.startswith("ok:")

@@ -9,7 +9,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from citybrain_ml.cli.main import app
