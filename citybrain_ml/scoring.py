@@ -57,6 +57,7 @@ def run_forecast(
     levels: list[int] | None = None,
     tracking_uri: str | None = None,
     overwrite: bool = False,
+    job_config: str | Path | None = None,
 ) -> ForecastRun:
     """Forecast from ``model_uri`` over the long-format history in ``data_path``.
 
@@ -77,6 +78,8 @@ def run_forecast(
         MLflow store holding the model.
     overwrite : bool
         Replace an existing as-of folder with different content.
+    job_config : path, optional
+        A job YAML whose ``decisions`` (e.g. hotspots) and ``output.privacy_k`` apply here too.
 
     Returns
     -------
@@ -107,6 +110,9 @@ def run_forecast(
     t1 = time.perf_counter()
     forecast = pyfunc.predict(history[history[SERIES_ID].isin(usable)], params=params)
     timings["predict_seconds"] = time.perf_counter() - t1
+    extras = {}
+    if job_config is not None:
+        forecast, extras = apply_job_config(job_config, forecaster, forecast, history, as_of_ts)
     manifest = {
         "model_uri": model_uri,
         "model_version": _model_version(model_uri),
@@ -121,7 +127,7 @@ def run_forecast(
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     target = Path(out_dir) / name / f"as_of={as_of_ts.strftime('%Y-%m-%dT%H%M%S')}"
-    return publish(forecast, manifest, target, overwrite, skipped)
+    return publish(forecast, manifest, target, overwrite, skipped, extras)
 
 
 def check_series(model, history: pd.DataFrame, as_of: pd.Timestamp) -> tuple[list, dict]:
@@ -150,13 +156,18 @@ def check_series(model, history: pd.DataFrame, as_of: pd.Timestamp) -> tuple[lis
     return usable, skipped
 
 
-def publish(forecast, manifest: dict, target: Path, overwrite: bool, skipped=None) -> ForecastRun:
-    """Write forecast files + manifest into ``target`` atomically (see module docstring)."""
+def publish(
+    forecast, manifest: dict, target: Path, overwrite: bool, skipped=None, extras=None
+) -> ForecastRun:
+    """Write forecast files (+ decision tables/figures) and the manifest into ``target``
+    atomically (see module docstring). ``extras`` maps file stems to frames or figures."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         for fname in FORECAST_FILES:
             atomic_write_frame(forecast, staging / fname, fname.rsplit(".", 1)[1])
+        for stem, item in (extras or {}).items():
+            _write_extra(item, staging, stem)
         if target.exists() and _same_forecast(staging, target):
             # same as-of, same result: the published folder (and its manifest) stays as it was
             return ForecastRun(target, sorted(target.iterdir()), skipped or {}, unchanged=True)
@@ -165,7 +176,7 @@ def publish(forecast, manifest: dict, target: Path, overwrite: bool, skipped=Non
                 f"{target} exists with different content; pass --overwrite to replace it"
             )
         manifest = dict(manifest)
-        manifest["files"] = {f: sha256_file(staging / f) for f in FORECAST_FILES}
+        manifest["files"] = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
         manifest["previous_manifest_sha256"] = _previous_manifest_hash(target)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if target.exists():
@@ -175,6 +186,37 @@ def publish(forecast, manifest: dict, target: Path, overwrite: bool, skipped=Non
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_extra(item, folder: Path, stem: str) -> None:
+    if isinstance(item, pd.DataFrame):
+        for fmt in ("parquet", "csv"):
+            atomic_write_frame(item, folder / f"{stem}.{fmt}", fmt)
+    else:  # a matplotlib Figure; no timestamp in the PNG so reruns are byte-identical
+        item.savefig(folder / f"{stem}.png", dpi=100, metadata={"Software": None})
+
+
+def apply_job_config(config_path, forecaster, forecast, history, as_of) -> tuple:
+    """Privacy suppression and decision plug-ins from a job config, for batch scoring.
+
+    Returns the (possibly suppressed) forecast and ``{stem: table or figure}`` extras.
+    """
+    from citybrain_ml.config import load_config
+    from citybrain_ml.data.schema import SeriesDataset
+    from citybrain_ml.jobs import suppress_forecast
+    from citybrain_ml.optimize.decisions import DecisionContext, run_decision
+
+    cfg = load_config(config_path)
+    ds = SeriesDataset(history, forecaster.freq_, name=cfg.name, source="batch history")
+    if cfg.output.privacy_k:
+        forecast = suppress_forecast(forecast, ds, cfg.output.privacy_k)
+    extras = {}
+    for dcfg in cfg.decisions:
+        ctx = DecisionContext(ds, forecast, pd.DataFrame(), forecaster, dcfg.params, as_of)
+        out = run_decision(dcfg.type, ctx)
+        extras.update(out.tables)
+        extras.update(out.figures)
+    return forecast, extras
 
 
 def _same_forecast(a: Path, b: Path) -> bool:

@@ -50,8 +50,9 @@ COVARIATES = [*WEATHER, "wind_u", "wind_v"]
 OUT = Path(__file__).parent / "results"
 
 
-def lightgbm(args, adjacency) -> LightGBMForecaster:
-    return LightGBMForecaster(
+def lightgbm(args, adjacency, future: bool = True, **overrides) -> LightGBMForecaster:
+    """The benchmark's LightGBM; ``overrides`` replace constructor arguments."""
+    params = dict(
         horizon=HORIZON,
         strategy="pooled",
         objective="quantile",
@@ -64,7 +65,7 @@ def lightgbm(args, adjacency) -> LightGBMForecaster:
         adjacency=adjacency,
         neighbour_lags=(1,),
         neighbour_windows=(6,),
-        future_covariates=tuple(COVARIATES),
+        future_covariates=tuple(COVARIATES) if future else None,
         delta_target=not args.level_target,
         n_estimators=args.trees,
         learning_rate=0.1,
@@ -75,6 +76,7 @@ def lightgbm(args, adjacency) -> LightGBMForecaster:
         calibration_steps=0,
         seed=0,
     )
+    return LightGBMForecaster(**(params | overrides))
 
 
 def log(msg: str) -> None:

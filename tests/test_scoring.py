@@ -207,3 +207,62 @@ def test_model_from_incompatible_version_is_clear(store, tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert "format version 99" in result.output and "Traceback" not in result.output
+
+
+def test_batch_forecast_applies_decisions_and_privacy(tmp_path, monkeypatch):
+    """Scheduled scoring with a job config: hotspot tables and map beside the forecast, cells
+    with fewer than k training events suppressed, all of it hashed in the manifest."""
+    import yaml
+
+    from citybrain_ml.data import load_chicago_accident_grid
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    job = {
+        "name": "incidents_batch",
+        "data": {"dataset": "chicago_accident_grid", "root": str(REPO / "data_samples")},
+        "horizon": 1,
+        "levels": [],
+        "models": [{"type": "kde_hotspot", "params": {"bandwidth": 0.5, "window": 336}}],
+        "evaluation": {"method": "holdout", "test_ratio": 0.05},
+        "select_metric": "rmse",
+        "tracking": {"experiment": "incidents-batch"},
+        "decisions": [{"type": "hotspots", "params": {"k": 5, "count_method": "nonzero"}}],
+        "output": {"dir": str(tmp_path / "train_out")},
+    }
+    trained = run_train(JobConfig.model_validate(job), progress=False)
+    job["output"]["privacy_k"] = 5
+    config = tmp_path / "batch.yaml"
+    config.write_text(yaml.safe_dump(job))
+    history = load_chicago_accident_grid(root=REPO / "data_samples").values
+    data = tmp_path / "history.parquet"
+    history.to_parquet(data)
+    args = [
+        "forecast",
+        "--model",
+        _uri(trained),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "o"),
+        "--name",
+        "risk",
+        "--levels",
+        "",
+        "--config",
+        str(config),
+        "--tracking-uri",
+        uri,
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    folder = next((tmp_path / "o" / "risk").iterdir())
+    names = {p.name for p in folder.iterdir()}
+    assert {"hotspot_forecast.csv", "hotspot_ranking.parquet", "hotspot_map.png"} <= names
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "hotspot_map.png" in manifest["files"]
+    fc = pd.read_parquet(folder / "forecast.parquet")
+    assert fc["suppressed"].any() and fc.loc[fc["suppressed"], "yhat"].isna().all()
+    assert audit(tmp_path / "o" / "risk") == []
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "unchanged" in again.output

@@ -105,6 +105,9 @@ def forecast(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing as-of output that differs."
     ),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="Job YAML whose decisions / privacy_k also apply here."
+    ),
     tracking_uri: str = typer.Option(
         None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)."
     ),
@@ -126,6 +129,7 @@ def forecast(
         levels=level_list,
         tracking_uri=tracking_uri,
         overwrite=overwrite,
+        job_config=config,
     )
     state = "unchanged (same as-of, same result)" if res.unchanged else "written"
     typer.echo(f"{res.folder}: {state}")

@@ -7,6 +7,20 @@ the target time, covariates at the origin) and the target is the value ``h`` ste
 * ``strategy="direct"``: one booster per horizon step ``h = 1..horizon``.
 * ``strategy="pooled"``: one booster for all steps with ``horizon_step`` as a feature
   (cheaper for long horizons such as 72 h; origins are subsampled to ``max_train_rows``).
+* ``strategy="hybrid"``: direct boosters for steps ``1..direct_steps`` and one pooled booster
+  for the longer steps. A pooled booster gives each step only ``1/horizon`` of its rows and
+  its leaves mix neighbouring steps, which costs most at the shortest steps, where the
+  forecast should stay close to the last value.
+
+Intervals
+---------
+Quantile forecasts (``objective="quantile"``) are recalibrated by split-conformal quantile
+regression (CQR, Romano et al. 2019) when ``calibration_steps`` is non-zero: a clone fitted
+without the last ``calibration_steps`` steps forecasts that tail, and for each horizon step
+and each symmetric pair of quantiles ``(q, 1 - q)`` the conformity score
+``max(lo - y, y - hi)`` is computed (on the ``log1p`` scale when the target is log-transformed,
+so the correction is multiplicative). Forecasts then widen (or narrow) the pair by the
+finite-sample ``(1 - 2q)`` quantile of those scores. Scores are kept per covariate mode.
 
 Because features are computed on a time x series matrix, forecasting every origin of a test
 period is one feature build plus one ``predict`` call per booster (see
@@ -32,7 +46,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from citybrain_ml.data.schema import HORIZON_STEP, LONG_COLUMNS, SERIES_ID, TIMESTAMP, YHAT
+from citybrain_ml.data.schema import HORIZON_STEP, LONG_COLUMNS, SERIES_ID, TIMESTAMP, VALUE, YHAT
 from citybrain_ml.features.calendar import calendar_features
 from citybrain_ml.features.graph import neighbour_features
 from citybrain_ml.features.lag_transforms import (
@@ -45,7 +59,7 @@ from citybrain_ml.features.lag_transforms import (
     rolling_features,
     to_matrix,
 )
-from citybrain_ml.models.base import Forecaster, _prepare
+from citybrain_ml.models.base import Forecaster, _nearest, _prepare, conformal_quantile
 
 OBJECTIVES = {
     "l2": "regression",
@@ -55,7 +69,7 @@ OBJECTIVES = {
     "quantile": "quantile",
 }
 TRANSFORMS = ("none", "log1p", "normalize_per_series")
-STRATEGIES = ("direct", "pooled")
+STRATEGIES = ("direct", "pooled", "hybrid")
 POOLED = 0  # booster key for the single pooled model
 COVARIATE_MODE = "covariate_mode"  # forecast column: "history" or "future" per row
 
@@ -126,8 +140,14 @@ class LightGBMForecaster(Forecaster):
         ``yhat_q<100q>`` columns (sorted so they never cross); ``yhat`` is the median.
     quantiles : tuple of float
         Quantiles for ``objective="quantile"``.
-    strategy : {"direct", "pooled"}
+    strategy : {"direct", "pooled", "hybrid"}
         See the module docstring.
+    direct_steps : int
+        With ``strategy="hybrid"``: steps ``1..direct_steps`` get their own boosters; the
+        pooled booster covers ``direct_steps + 1..horizon``.
+    direct_max_train_rows : int, optional
+        Row cap for each direct booster of the hybrid strategy (None = ``max_train_rows``);
+        lets short steps use fewer rows than the pooled booster to bound training time.
     lgb_params : dict, optional
         Extra LightGBM parameters; they override everything set here.
     n_estimators, learning_rate, num_leaves, min_child_samples, colsample, subsample :
@@ -146,7 +166,12 @@ class LightGBMForecaster(Forecaster):
     n_jobs : int
         LightGBM threads.
     calibration_steps : int, optional
-        Trailing steps for split-conformal intervals (None = default, 0 = off).
+        Trailing steps for split-conformal intervals (None = default, 0 = off). With
+        ``objective="quantile"`` the same tail calibrates the quantile columns (CQR).
+    calibration_refit : bool
+        True: after calibrating on the tail, refit on all the data (two fits). False: keep
+        the clone fitted without the tail as the model (one fit; the tail then only
+        calibrates, and forecasts still start from the full history).
 
     Notes
     -----
@@ -182,6 +207,8 @@ class LightGBMForecaster(Forecaster):
         objective: str = "l2",
         quantiles: tuple = (0.05, 0.5, 0.95),
         strategy: str = "direct",
+        direct_steps: int = 6,
+        direct_max_train_rows: int | None = None,
         lgb_params: dict | None = None,
         n_estimators: int = 300,
         learning_rate: float = 0.05,
@@ -195,6 +222,7 @@ class LightGBMForecaster(Forecaster):
         seed: int = 0,
         n_jobs: int = 2,
         calibration_steps: int | None = None,
+        calibration_refit: bool = True,
     ):
         self.horizon = horizon
         self.lags = lags
@@ -215,6 +243,8 @@ class LightGBMForecaster(Forecaster):
         self.objective = objective
         self.quantiles = quantiles
         self.strategy = strategy
+        self.direct_steps = direct_steps
+        self.direct_max_train_rows = direct_max_train_rows
         self.lgb_params = lgb_params
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -228,6 +258,7 @@ class LightGBMForecaster(Forecaster):
         self.seed = seed
         self.n_jobs = n_jobs
         self.calibration_steps = calibration_steps
+        self.calibration_refit = calibration_refit
 
     # ------------------------------------------------------------------ history sizes
     @property
@@ -249,6 +280,10 @@ class LightGBMForecaster(Forecaster):
     # ------------------------------------------------------------------ fit
     def _fit(self, df: pd.DataFrame) -> None:
         self._check_params()
+        clone = self.__dict__.pop("_calibration_model", None)
+        if clone is not None and not self.calibration_refit:
+            self._adopt(clone)
+            return
         self.covariates_ = self._covariate_columns(df)
         self.seasonal_lags_ = self._auto_seasonal_lags(df)
         grid = to_matrix(df, self.freq_)
@@ -264,8 +299,7 @@ class LightGBMForecaster(Forecaster):
             *(f"fut_{c}" for c in self.future_covariates_),
         ]
         self.boosters_, self.future_boosters_ = {}, {}
-        steps = [POOLED] if self.strategy == "pooled" else range(1, int(self.horizon) + 1)
-        for step in steps:
+        for step in self._booster_steps():
             X, y, t_row, n_row = self._training_set(panel, base, t_idx, n_idx, step)
             if len(y) == 0:
                 raise ValueError(
@@ -287,6 +321,35 @@ class LightGBMForecaster(Forecaster):
                 self.future_boosters_[(step, q)] = self._train_booster(
                     X, y, t_row, q, seed_offset=step, names=self.future_feature_names_
                 )
+
+    def _booster_steps(self) -> list[int]:
+        """Keys of the booster families: horizon steps of direct boosters, POOLED for one."""
+        if self.strategy == "pooled":
+            return [POOLED]
+        if self.strategy == "direct":
+            return list(range(1, int(self.horizon) + 1))
+        direct = list(range(1, min(int(self.direct_steps), int(self.horizon)) + 1))
+        return direct + ([POOLED] if int(self.horizon) > int(self.direct_steps) else [])
+
+    def _booster_key(self, step: int) -> int:
+        """Which booster forecasts horizon step ``step``."""
+        if self.strategy == "pooled":
+            return POOLED
+        if self.strategy == "hybrid" and step > int(self.direct_steps):
+            return POOLED
+        return step
+
+    def _pooled_steps(self) -> range:
+        """Horizon steps the pooled booster is trained on."""
+        first = int(self.direct_steps) + 1 if self.strategy == "hybrid" else 1
+        return range(first, int(self.horizon) + 1)
+
+    def _adopt(self, clone: LightGBMForecaster) -> None:
+        """Take the learned state of the calibration clone instead of refitting."""
+        keep = {"freq_", "series_ids_", "conformal_scores_", "cqr_scores_", "history_"}
+        for name, value in vars(clone).items():
+            if name.endswith("_") and name not in keep:
+                setattr(self, name, value)
 
     def _future_columns(self) -> list[str]:
         """Covariates the future-mode boosters read at the target time (checked names)."""
@@ -313,6 +376,10 @@ class LightGBMForecaster(Forecaster):
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if int(self.horizon) < 1:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if self.strategy == "hybrid" and int(self.direct_steps) < 1:
+            raise ValueError(
+                f"direct_steps must be >= 1 for strategy='hybrid', got {self.direct_steps}"
+            )
         if self.objective == "quantile" and not all(0 < q < 1 for q in self.quantiles):
             raise ValueError(f"quantiles must lie in (0, 1), got {self.quantiles}")
 
@@ -432,7 +499,8 @@ class LightGBMForecaster(Forecaster):
             target_times = panel.grid.times[0] + (t_idx + step) * panel.step
             cal = calendar_features(target_times)
             out.update({c: cal[c].to_numpy(dtype=np.float32) for c in cal.columns})
-        if self.strategy == "pooled":
+        if self.strategy != "direct":
+            # hybrid: direct boosters see a constant column, which LightGBM never splits on
             out[HORIZON_STEP] = np.full(len(t_idx), step, dtype=np.float32)
         return out
 
@@ -440,7 +508,7 @@ class LightGBMForecaster(Forecaster):
         names = [f"seasonal_{m}" for m in self.seasonal_lags_]
         if self.calendar:
             names += list(calendar_features(pd.DatetimeIndex([])).columns)
-        if self.strategy == "pooled":
+        if self.strategy != "direct":
             names.append(HORIZON_STEP)
         return names
 
@@ -464,10 +532,13 @@ class LightGBMForecaster(Forecaster):
     # ------------------------------------------------------------------ training
     def _training_set(self, panel: _Panel, base, t_idx, n_idx, step: int):
         """Feature matrix, target, target row and series column of each example for ``step``."""
-        steps = range(1, int(self.horizon) + 1) if step == POOLED else [step]
+        steps = self._pooled_steps() if step == POOLED else [step]
         rng = np.random.default_rng(int(self.seed) + step)
         total = len(t_idx) * len(steps)
-        frac = min(1.0, self.max_train_rows / max(total, 1))
+        cap = self.max_train_rows
+        if step != POOLED and self.strategy == "hybrid" and self.direct_max_train_rows:
+            cap = self.direct_max_train_rows
+        frac = min(1.0, cap / max(total, 1))
         parts = []
         for h in steps:
             target = t_idx + h
@@ -625,7 +696,7 @@ class LightGBMForecaster(Forecaster):
         frames = []
         for h in range(1, horizon + 1):
             X = self._design(panel, base, t_idx, n_idx, h)
-            key = POOLED if self.strategy == "pooled" else h
+            key = self._booster_key(h)
             target_times = origin_times + h * panel.step
             fut, covered = _lookup(future, panel.grid.ids[n_idx], target_times, len(t_idx))
             preds = {}
@@ -648,6 +719,7 @@ class LightGBMForecaster(Forecaster):
                 }
             )
             frame = self._add_predictions(frame, preds)
+            frame = self._recalibrate(frame, h, covered)
             if self.future_covariates_:
                 frame[COVARIATE_MODE] = np.where(covered, "future", "history")
             frames.append(frame)
@@ -687,6 +759,93 @@ class LightGBMForecaster(Forecaster):
         for j, q in enumerate(levels):
             if q in {float(x) for x in self.quantiles}:
                 frame[quantile_column(q)] = ordered[:, j]
+        return frame
+
+    # ------------------------------------------------------------------ CQR calibration
+    def _calibrate(self, df: pd.DataFrame) -> dict[int, np.ndarray] | None:
+        """Split-conformal scores for ``yhat`` (as the base class) plus CQR scores.
+
+        Same split as :meth:`Forecaster._calibrate` (clone fitted without the last
+        ``calibration_steps`` steps, at most ~200 origins over the tail), done here because
+        the quantile columns and the future-mode forecasts are needed too. Sets
+        ``cqr_scores_`` = ``{mode: {(q_lo, q_hi): {step: sorted scores}}}``.
+        """
+        self.cqr_scores_ = {}
+        size = self._calibration_size(df)
+        times = np.sort(df[TIMESTAMP].unique())
+        horizon = self._max_horizon()
+        if size <= 0 or len(times) <= size + self.min_history + horizon:
+            return None
+        model = self.clone()
+        model.calibration_steps = 0
+        model.fit(df[df[TIMESTAMP] <= times[-size - 1]], freq=self.freq_)
+        origins = times[-size - 1 : -1]
+        origins = origins[:: max(1, len(origins) // 200)]
+        truth = df[[SERIES_ID, TIMESTAMP, VALUE]]
+        modes = {"history": None}
+        if model.future_covariates_:
+            modes["future"] = df[[SERIES_ID, TIMESTAMP, *model.future_covariates_]]
+        point = None
+        for mode, cov in modes.items():
+            fc = model.historical_forecasts(df, origins, horizon, covariates=cov)
+            fc = fc.merge(truth, on=[SERIES_ID, TIMESTAMP]).dropna(subset=[VALUE, YHAT])
+            if fc.empty:
+                return None
+            self.cqr_scores_[mode] = self._cqr_scores(fc)
+            if point is None:  # the base-class intervals stay history-mode, as documented
+                err = (fc[VALUE] - fc[YHAT]).abs()
+                point = {int(h): np.sort(e.to_numpy()) for h, e in err.groupby(fc[HORIZON_STEP])}
+        self._calibration_model = model  # reused by _fit when calibration_refit=False
+        return point
+
+    def _cqr_pairs(self) -> list[tuple[float, float]]:
+        """Symmetric quantile pairs ``(q, 1 - q)`` among ``quantiles`` with ``q < 0.5``."""
+        if self.objective != "quantile":
+            return []
+        qs = {round(float(q), 9) for q in self.quantiles}
+        return [(q, round(1 - q, 9)) for q in sorted(qs) if q < 0.5 and round(1 - q, 9) in qs]
+
+    def _cqr_forward(self, x) -> np.ndarray:
+        # log scale for log targets: the correction then scales with the level
+        x = np.asarray(x, dtype=float)
+        return np.log1p(x) if self.target_transform == "log1p" else x
+
+    def _cqr_inverse(self, z: np.ndarray) -> np.ndarray:
+        return np.expm1(z) if self.target_transform == "log1p" else z
+
+    def _cqr_scores(self, fc: pd.DataFrame) -> dict:
+        """Conformity scores ``max(lo - y, y - hi)`` per quantile pair and horizon step."""
+        y = self._cqr_forward(fc[VALUE])
+        out = {}
+        for q_lo, q_hi in self._cqr_pairs():
+            lo = self._cqr_forward(fc[quantile_column(q_lo)])
+            hi = self._cqr_forward(fc[quantile_column(q_hi)])
+            score = pd.Series(np.maximum(lo - y, y - hi), index=fc.index)
+            out[(q_lo, q_hi)] = {
+                int(h): np.sort(e.to_numpy()) for h, e in score.groupby(fc[HORIZON_STEP])
+            }
+        return out
+
+    def _recalibrate(self, frame: pd.DataFrame, step: int, covered: np.ndarray) -> pd.DataFrame:
+        """Shift each quantile pair of one horizon step by its CQR correction."""
+        scores = getattr(self, "cqr_scores_", None)
+        if not scores or not self._cqr_pairs():
+            return frame
+        for q_lo, q_hi in self._cqr_pairs():
+            shift = np.zeros(len(frame))
+            for mode, rows in (("history", ~covered), ("future", covered)):
+                table = scores.get(mode, scores["history"]).get((q_lo, q_hi))
+                if table and rows.any():
+                    level = 100 * (q_hi - q_lo)
+                    shift[rows] = conformal_quantile(table[_nearest(table, step)], level)
+            lo, hi = quantile_column(q_lo), quantile_column(q_hi)
+            lo_new = self._cqr_inverse(self._cqr_forward(frame[lo]) - shift)
+            hi_new = self._cqr_inverse(self._cqr_forward(frame[hi]) + shift)
+            # a negative shift narrows the pair, but never past the median
+            frame[lo] = np.minimum(lo_new, frame[YHAT].to_numpy())
+            frame[hi] = np.maximum(hi_new, frame[YHAT].to_numpy())
+        cols = [quantile_column(q) for q in sorted({float(q) for q in self.quantiles})]
+        frame[cols] = np.sort(frame[cols].to_numpy(), axis=1)  # nested pairs stay ordered
         return frame
 
     # ------------------------------------------------------------------ introspection
