@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 from conftest import make_series
 
+from citybrain_ml.features.lag_transforms import to_matrix
+from citybrain_ml.models.base import conformal_quantile
 from citybrain_ml.models.baselines import LastValue
-from citybrain_ml.models.lightgbm import LightGBMForecaster, quantile_column
+from citybrain_ml.models.lightgbm import LightGBMForecaster, _gather, quantile_column
 
 FAST = dict(n_estimators=25, num_leaves=15, min_child_samples=10, n_jobs=1)
 
@@ -155,3 +157,165 @@ def test_early_stopping_on_time_ordered_tail_picks_fewer_trees(df):
     ).fit(df)
     trees = model.boosters_[(1, None)].num_trees()
     assert 1 <= trees < 200
+
+
+# ---------------------------------------------------------------------- hybrid strategy
+def test_hybrid_uses_direct_boosters_for_short_steps_and_pooled_for_the_rest(df):
+    model = LightGBMForecaster(
+        horizon=5,
+        strategy="hybrid",
+        direct_steps=2,
+        direct_max_train_rows=200,
+        calibration_steps=0,
+        **FAST,
+    ).fit(df)
+    assert set(model.boosters_) == {(1, None), (2, None), (0, None)}
+    assert [model._booster_key(h) for h in range(1, 6)] == [1, 2, 0, 0, 0]
+    # the pooled booster trains only on the steps the direct ones do not cover
+    assert list(model._pooled_steps()) == [3, 4, 5]
+    # the row cap of the direct boosters (internal helpers: no public view of booster rows)
+    grid = to_matrix(df, model.freq_)
+    panel = model._panel(df, grid, upto=len(grid.times))
+    t_idx, n_idx = model._origin_rows(panel)
+    base = _gather(model._origin_block(panel), t_idx, n_idx)
+    X, y, _, _ = model._training_set(panel, base, t_idx, n_idx, 1)
+    assert len(y) <= 200 and X.shape[0] == len(y)
+    fc = model.predict(5)
+    assert fc["yhat"].notna().all() and len(fc) == 3 * 5
+
+
+def test_hybrid_needs_a_direct_step(df):
+    with pytest.raises(ValueError, match="direct_steps"):
+        LightGBMForecaster(horizon=3, strategy="hybrid", direct_steps=0, **FAST).fit(df)
+
+
+def test_hybrid_longer_than_horizon_is_all_direct(df):
+    model = LightGBMForecaster(
+        horizon=2, strategy="hybrid", direct_steps=4, calibration_steps=0, **FAST
+    ).fit(df)
+    assert set(model.boosters_) == {(1, None), (2, None)}
+
+
+# ---------------------------------------------------------------------- CQR intervals
+def _noisy(seed: int, n_steps: int) -> pd.DataFrame:
+    """Positive series with multiplicative noise, where narrow raw quantiles under-cover."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_steps)
+    frames = []
+    for i in range(4):
+        level = 40 + 10 * np.sin(2 * np.pi * t / 24) + 5 * i
+        frames.append(
+            pd.DataFrame(
+                {
+                    "series_id": f"s{i}",
+                    "timestamp": pd.date_range("2024-01-01", periods=n_steps, freq="h"),
+                    "value": level * np.exp(0.3 * rng.standard_normal(n_steps)),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+# deliberately over-fitted (deep trees, tiny leaves, fast learning): raw quantiles under-cover
+CQR = dict(
+    horizon=3,
+    objective="quantile",
+    quantiles=(0.05, 0.5, 0.95),
+    target_transform="log1p",
+    strategy="hybrid",
+    direct_steps=1,
+    n_estimators=60,
+    learning_rate=0.3,
+    num_leaves=63,
+    min_child_samples=3,
+    n_jobs=1,
+)
+
+
+def _without_cqr(model: LightGBMForecaster) -> LightGBMForecaster:
+    """The same fitted boosters with the CQR correction switched off (raw quantiles)."""
+    raw = model.clone()
+    raw.__dict__.update(model.__dict__)
+    raw.cqr_scores_ = {}
+    return raw
+
+
+@pytest.fixture(scope="module")
+def cqr_data() -> pd.DataFrame:
+    return _noisy(seed=5, n_steps=24 * 40)
+
+
+@pytest.fixture(scope="module")
+def cqr_model(cqr_data) -> LightGBMForecaster:
+    train = cqr_data[cqr_data["timestamp"] < pd.Timestamp("2024-01-31")]
+    return LightGBMForecaster(calibration_steps=24 * 10, **CQR).fit(train)
+
+
+def test_cqr_shift_matches_conformal_quantile_of_log_scores(cqr_model, cqr_data):
+    scores = cqr_model.cqr_scores_["history"][(0.05, 0.95)]
+    assert set(scores) == {1, 2, 3}
+    calibrated = cqr_model.predict(3)
+    raw_model = _without_cqr(cqr_model)
+    raw = raw_model.predict(3)
+    lo, hi = quantile_column(0.05), quantile_column(0.95)
+    for h in (1, 2, 3):
+        shift = conformal_quantile(scores[h], 90)
+        c, r = calibrated[calibrated["horizon_step"] == h], raw[raw["horizon_step"] == h]
+        expected_lo = np.minimum(np.expm1(np.log1p(r[lo]) - shift), r["yhat"])
+        expected_hi = np.maximum(np.expm1(np.log1p(r[hi]) + shift), r["yhat"])
+        np.testing.assert_allclose(c[lo], expected_lo, rtol=1e-9)
+        np.testing.assert_allclose(c[hi], expected_hi, rtol=1e-9)
+    assert (calibrated[lo] <= calibrated["yhat"]).all()
+    assert (calibrated["yhat"] <= calibrated[hi]).all()
+
+
+def test_cqr_brings_coverage_near_nominal_on_unseen_data(cqr_model, cqr_data):
+    times = np.sort(cqr_data["timestamp"].unique())
+    origins = pd.DatetimeIndex(times[24 * 30 : -3 : 2])
+    raw_model = _without_cqr(cqr_model)
+    lo, hi = quantile_column(0.05), quantile_column(0.95)
+    coverage = {}
+    for name, model in (("cqr", cqr_model), ("raw", raw_model)):
+        fc = model.historical_forecasts(cqr_data, origins, 3)
+        fc = fc.merge(cqr_data, on=["series_id", "timestamp"])
+        coverage[name] = ((fc["value"] >= fc[lo]) & (fc["value"] <= fc[hi])).mean()
+    assert coverage["raw"] < 0.8, coverage
+    assert 0.86 <= coverage["cqr"] <= 0.96, coverage
+
+
+def test_calibration_without_refit_keeps_the_clone_and_round_trips(cqr_model, cqr_data, tmp_path):
+    train = cqr_data[cqr_data["timestamp"] < pd.Timestamp("2024-01-31")]
+    one_fit = LightGBMForecaster(calibration_steps=24 * 10, calibration_refit=False, **CQR)
+    one_fit.fit(train)
+    cut = np.sort(train["timestamp"].unique())[-24 * 10 - 1]
+    plain = LightGBMForecaster(calibration_steps=0, **CQR).fit(train[train["timestamp"] <= cut])
+    # same boosters as a model fitted without the tail; forecasts start from the full history
+    got = one_fit.predict(3)
+    plain_fc = plain.predict(3, history_df=train)
+    np.testing.assert_allclose(got["yhat"], plain_fc["yhat"], rtol=1e-9)
+    assert got["timestamp"].min() > cut
+    assert one_fit.cqr_scores_ and not hasattr(one_fit, "_calibration_model")
+    loaded = LightGBMForecaster.load(one_fit.save(tmp_path / "m"))
+    pd.testing.assert_frame_equal(loaded.predict(3), got)
+
+
+def test_cqr_scores_are_kept_per_covariate_mode(df):
+    frame = df.assign(temp=np.cos(np.arange(len(df)) / 7.0))
+    model = LightGBMForecaster(
+        horizon=2,
+        objective="quantile",
+        quantiles=(0.1, 0.5, 0.9),
+        future_covariates=("temp",),
+        calibration_steps=48,
+        calibration_refit=False,
+        **FAST,
+    ).fit(frame)
+    assert set(model.cqr_scores_) == {"history", "future"}
+    assert set(model.cqr_scores_["future"][(0.1, 0.9)]) == {1, 2}
+    future = frame[["series_id", "timestamp", "temp"]].assign(
+        timestamp=lambda f: f["timestamp"] + pd.Timedelta(hours=2)
+    )
+    fc = model.predict(2, covariates=future)
+    assert (fc["covariate_mode"] == "future").all()
+    lo, hi = quantile_column(0.1), quantile_column(0.9)
+    assert (fc[lo] <= fc["yhat"]).all() and (fc["yhat"] <= fc[hi]).all()

@@ -98,7 +98,8 @@ class LightGBMForecaster(Forecaster):
     Parameters
     ----------
     horizon : int
-        Longest horizon in steps; one booster per step (direct) or steps 1..horizon pooled.
+        Longest horizon in steps; one booster per step (direct), steps 1..horizon pooled,
+        or both (hybrid).
     lags : tuple of int
         ``lag_k`` = k-th most recent value at the origin (``lag_1`` = the origin's value).
     rolling_windows : tuple of int
@@ -783,14 +784,14 @@ class LightGBMForecaster(Forecaster):
         origins = origins[:: max(1, len(origins) // 200)]
         truth = df[[SERIES_ID, TIMESTAMP, VALUE]]
         modes = {"history": None}
-        if model.future_covariates_:
+        if model.future_covariates_ and self._cqr_pairs():
             modes["future"] = df[[SERIES_ID, TIMESTAMP, *model.future_covariates_]]
         point = None
         for mode, cov in modes.items():
             fc = model.historical_forecasts(df, origins, horizon, covariates=cov)
             fc = fc.merge(truth, on=[SERIES_ID, TIMESTAMP]).dropna(subset=[VALUE, YHAT])
             if fc.empty:
-                return None
+                continue
             self.cqr_scores_[mode] = self._cqr_scores(fc)
             if point is None:  # the base-class intervals stay history-mode, as documented
                 err = (fc[VALUE] - fc[YHAT]).abs()
@@ -834,7 +835,7 @@ class LightGBMForecaster(Forecaster):
         for q_lo, q_hi in self._cqr_pairs():
             shift = np.zeros(len(frame))
             for mode, rows in (("history", ~covered), ("future", covered)):
-                table = scores.get(mode, scores["history"]).get((q_lo, q_hi))
+                table = (scores.get(mode) or scores.get("history") or {}).get((q_lo, q_hi))
                 if table and rows.any():
                     level = 100 * (q_hi - q_lo)
                     shift[rows] = conformal_quantile(table[_nearest(table, step)], level)
