@@ -121,6 +121,7 @@ def _stid(adjacency):
         patience=5,
         time_budget_s=600,
         calibration_steps=0,
+        verbose=True,  # one line per epoch, so a long run shows its progress
     )
 
 
@@ -402,7 +403,7 @@ LABELS = {
     "glm_poisson": "Poisson GLM",
     "glm_negbin": "negative-binomial GLM",
     "lightgbm_poisson": "LightGBM, Poisson objective, neighbour lags",
-    "stid_graph": "STID with graph embedding",
+    "stid_graph": "STID MLP + graph neighbour branch (MSE, 24 h input)",
     "kde_val_selected": "KDE, window/bandwidth chosen on val",
     "blend_mean_kde8w_glm": "mean of KDE-8w + Poisson GLM (fixed 1/2 each)",
     "blend_mean_kde8w_glm_lgbm": "mean of KDE-8w + GLM + LightGBM (fixed 1/3 each)",
@@ -507,9 +508,37 @@ def main() -> None:
             _save(table, OUT / f"incidents_chicago_gsnet_blend_{fit_on}.csv")
     elif not args.write_md:
         table = run(args.root, args.fit_on, args.models.split(","))
-        _save(table, OUT / f"incidents_chicago_gsnet_{args.fit_on}.csv")
+        path = OUT / f"incidents_chicago_gsnet_{args.fit_on}.csv"
+        _save(merge_rows(path, table), path)
     if args.write_md:
         write_markdown()
+
+
+def merge_rows(path: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """``table``'s rows merged into the csv at ``path``, one row per model.
+
+    A run of a few models (``--models stid_graph``) must not wipe the other models' rows:
+    a rerun model replaces its old row in place, a new model is appended, the rest are kept.
+
+    Parameters
+    ----------
+    path : Path
+        Existing results csv (may be absent, then ``table`` is returned as is).
+    table : DataFrame
+        Fresh rows with a ``model`` column.
+
+    Returns
+    -------
+    DataFrame
+        The merged table, in the csv's row order followed by the new models.
+    """
+    if not path.exists():
+        return table
+    old = pd.read_csv(path)
+    order = list(old["model"]) + [m for m in table["model"] if m not in set(old["model"])]
+    merged = pd.concat([old[~old["model"].isin(table["model"])], table], ignore_index=True)
+    merged = merged.set_index("model").loc[order].reset_index()
+    return merged
 
 
 def _save(table: pd.DataFrame, path: Path) -> None:
