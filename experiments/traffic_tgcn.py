@@ -99,6 +99,8 @@ def run_model(dataset: str, name: str) -> dict:
     mtype, params = model_specs(dataset)[name]
     if "adjacency" in model_class(mtype)._param_names():
         params = {**params, "adjacency": ds.adjacency}
+    if params.get("graph") and ds.adjacency is None:
+        params = {**params, "graph": False}  # e.g. metro stations: no sensor graph shipped
     model = make_model(mtype, **params)
     res = evaluate_protocol(
         model,
@@ -224,18 +226,18 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(model_specs("sz_taxi")))
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / f"{args.dataset}.json"
     for name in args.models.split(","):
         start = time.perf_counter()
         with ProcessPoolExecutor(max_workers=1) as pool:
             row = pool.submit(run_model, args.dataset, name).result()
         row["wall_seconds"] = time.perf_counter() - start
         print(json.dumps(row))
-        rows.append(json.loads(json.dumps(row)))  # int step keys -> str, as in the JSON file
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows = merge_rows(args.out / f"{args.dataset}.json", rows)
-    (args.out / f"{args.dataset}.json").write_text(json.dumps(rows, indent=2))
-    (args.out / f"{args.dataset}.md").write_text(markdown(args.dataset, rows))
+        # saved after every model, so a later failure keeps the finished rows
+        rows = merge_rows(json_path, [json.loads(json.dumps(row))])  # int step keys -> str
+        json_path.write_text(json.dumps(rows, indent=2))
+        (args.out / f"{args.dataset}.md").write_text(markdown(args.dataset, rows))
     print(f"wrote {args.out / (args.dataset + '.md')}")
 
 
