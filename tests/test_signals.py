@@ -217,7 +217,9 @@ def test_writers_round_trip_and_are_atomic(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(signals.os, "replace", boom)
+    from citybrain_ml.data import io
+
+    monkeypatch.setattr(io.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         plans[0].to_json(json_path)
     assert json_path.read_text() == before

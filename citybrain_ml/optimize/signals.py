@@ -22,8 +22,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -560,16 +558,7 @@ def write_plans_csv(plans: Sequence[SignalPlan], path: str | Path) -> Path:
 
 
 def _atomic_write_text(path: Path, text: str) -> Path:
-    # readers never see a half-written file: write beside the target, then rename over it
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # readers never see a half-written file (temp file + rename, see data/io.py)
+    from citybrain_ml.data.io import atomic_write_text
+
+    return atomic_write_text(text, path)
