@@ -8,7 +8,6 @@ import math
 import pandas as pd
 import pytest
 
-from citybrain_ml.optimize import signals
 from citybrain_ml.optimize.signals import (
     Phase,
     coordinate_offsets,
