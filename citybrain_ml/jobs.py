@@ -136,34 +136,43 @@ def run_train(cfg: JobConfig, progress: bool = True, write_outputs: bool = True)
     """Train every configured model, evaluate it, log it, and write the forecasts."""
     import mlflow
 
-    from citybrain_ml.tracking.runs import configure_tracking, log_lineage, set_seed
+    from citybrain_ml.tracking.runs import (
+        configure_tracking,
+        dataset_fingerprint,
+        log_lineage,
+        set_seed,
+    )
 
     configure_tracking(cfg.tracking.tracking_uri, cfg.tracking.experiment)
     set_seed(cfg.seed)
     ds = load_job_data(cfg)
     with mlflow.start_run(run_name=cfg.name) as parent:
         mlflow.set_tag("job", "train")
-        log_lineage(ds, cfg.model_dump(mode="json"), cfg.seed)
+        # hashed once: every model run of the job logs the same fingerprint
+        lineage = dataset_fingerprint(ds)
+        log_lineage(ds, cfg.model_dump(mode="json"), cfg.seed, lineage)
         result = JobResult(cfg.name, parent.info.run_id)
         for mcfg in cfg.models:
-            result.outcomes.append(_train_one(cfg, mcfg, ds, progress, final_fit=write_outputs))
+            outcome = _train_one(cfg, mcfg, ds, lineage, progress, final_fit=write_outputs)
+            result.outcomes.append(outcome)
         best = min(result.outcomes, key=lambda o: o.score)
         result.best = best.label
         mlflow.set_tag("best_model", best.label)
         mlflow.log_text(result.leaderboard().to_csv(index=False), "leaderboard.csv")
-        log_model_cards(cfg, result, ds)
+        log_model_cards(cfg, result, ds, lineage)
         if write_outputs:
-            result.output_files = write_forecasts(cfg, result, ds)
-            result.output_files += run_decisions(cfg, ds, best)
-            for path in result.output_files:
+            forecast_files = write_forecasts(cfg, result, ds)
+            for path in forecast_files:
                 mlflow.log_artifact(str(path), "outputs")
+            # decision files are logged by run_decisions under decisions/<type>/
+            result.output_files = forecast_files + run_decisions(cfg, ds, best)
         if cfg.tracking.register_as and best.run_id:
             mlflow.register_model(f"runs:/{best.run_id}/model", cfg.tracking.register_as)
     return result
 
 
 def _train_one(
-    cfg: JobConfig, mcfg, ds: SeriesDataset, progress: bool, final_fit: bool
+    cfg: JobConfig, mcfg, ds: SeriesDataset, lineage: dict, progress: bool, final_fit: bool
 ) -> ModelOutcome:
     import mlflow
 
@@ -174,8 +183,8 @@ def _train_one(
     model = build_model(cfg, mcfg, ds)
     with mlflow.start_run(run_name=mcfg.label, nested=True) as run:
         mlflow.set_tags({"model_type": mcfg.type, "evaluation": cfg.evaluation.method})
-        info = log_lineage(ds, cfg.model_dump(mode="json"), cfg.seed)
-        mlflow.set_tag("evaluation_key", evaluation_key(cfg, info["dataset_sha256"]))
+        log_lineage(ds, cfg.model_dump(mode="json"), cfg.seed, lineage)
+        mlflow.set_tag("evaluation_key", evaluation_key(cfg, lineage["dataset_sha256"]))
         mlflow.log_params({f"model.{k}": _short(v) for k, v in model.get_params().items()})
         metrics, scored = evaluate_model(cfg, model, ds, progress)
         log_metric_table(metrics)
@@ -231,15 +240,16 @@ def scored_forecast(scored: pd.DataFrame, ids) -> pd.DataFrame:
     return part
 
 
-def log_model_cards(cfg: JobConfig, result: JobResult, ds: SeriesDataset) -> None:
+def log_model_cards(
+    cfg: JobConfig, result: JobResult, ds: SeriesDataset, fingerprint: dict
+) -> None:
     """A model card per model run, written once the whole leaderboard is known."""
     from mlflow import MlflowClient
 
     from citybrain_ml.tracking.review import model_card
-    from citybrain_ml.tracking.runs import dataset_fingerprint
 
     client = MlflowClient()
-    lineage = {**dataset_fingerprint(ds), "dataset_name": ds.name, "dataset_source": ds.source}
+    lineage = {**fingerprint, "dataset_name": ds.name, "dataset_source": ds.source}
     board = result.leaderboard()
     for o, mcfg in zip(result.outcomes, cfg.models, strict=True):
         card = model_card(
@@ -257,6 +267,8 @@ def log_model_cards(cfg: JobConfig, result: JobResult, ds: SeriesDataset) -> Non
 
 def run_decisions(cfg: JobConfig, ds: SeriesDataset, best: ModelOutcome) -> list[Path]:
     """Run the configured decision plug-ins on the best model; write and log their outputs."""
+    if not cfg.decisions:
+        return []  # and the optimize package (scipy) stays unimported
     import mlflow
 
     from citybrain_ml.optimize.decisions import DecisionContext, run_decision

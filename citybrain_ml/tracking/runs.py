@@ -137,11 +137,20 @@ def set_seed(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
-def log_lineage(ds: SeriesDataset, config: dict | None = None, seed: int | None = None) -> dict:
-    """Log dataset fingerprint, versions, git commit, seed and config to the active run."""
+def log_lineage(
+    ds: SeriesDataset,
+    config: dict | None = None,
+    seed: int | None = None,
+    fingerprint: dict | None = None,
+) -> dict:
+    """Log dataset fingerprint, versions, git commit, seed and config to the active run.
+
+    Pass ``fingerprint`` (from :func:`dataset_fingerprint`) to avoid re-hashing the data
+    when several runs log the same dataset.
+    """
     import mlflow
 
-    info = dataset_fingerprint(ds)
+    info = fingerprint or dataset_fingerprint(ds)
     tags = {f"lineage.{k}": str(v) for k, v in info.items()}
     tags.update({f"version.{k}": v for k, v in library_versions().items()})
     tags["git_commit"] = git_commit()
