@@ -28,6 +28,12 @@ class DataConfig(_Strict):
     series: list[str] | None = Field(None, description="keep only these series ids")
     start: str | None = None
     end: str | None = None
+    future_covariates: str | None = Field(
+        None,
+        description="CSV/Parquet 'series_id, timestamp, <covariates>' for the forecast window "
+        "(e.g. a weather forecast); models fitted with future covariates use it for the job's "
+        "final forecast. Relative paths are read from the working directory",
+    )
 
 
 class ModelConfig(_Strict):
@@ -55,6 +61,12 @@ class EvaluationConfig(_Strict):
         None, description="target value that means missing (masked in metrics)"
     )
     plot_series: int = Field(4, ge=0)
+    future_covariates: Literal["none", "observed"] = Field(
+        "none",
+        description="'observed': score models that read future covariates with the observed "
+        "values at target times (a perfect-forecast bound, tagged on the run); 'none': "
+        "history only",
+    )
 
     @model_validator(mode="after")
     def _holdout_needs_split(self):

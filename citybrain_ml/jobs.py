@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from citybrain_ml.config import JobConfig
+from citybrain_ml.data.covariates import forecast_mode, read_future_covariates
 from citybrain_ml.data.io import atomic_write_frame
 from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, SeriesDataset
 from citybrain_ml.models import make_model, model_class
@@ -99,6 +100,7 @@ def evaluate_model(cfg: JobConfig, model: Forecaster, ds: SeriesDataset, progres
             levels=cfg.levels,
             progress=progress,
             null_value=ev.null_value,
+            future_covariates=ev.future_covariates,
         )
         return res.metrics, res.forecasts
     test_start = ev.test_start or _ratio_cut(ds.values, ev.test_ratio)
@@ -110,6 +112,7 @@ def evaluate_model(cfg: JobConfig, model: Forecaster, ds: SeriesDataset, progres
         stride=ev.stride,
         levels=cfg.levels,
         null_value=ev.null_value,
+        future_covariates=ev.future_covariates,
     )
     return res.metrics, res.forecasts
 
@@ -187,6 +190,13 @@ def _train_one(
         mlflow.set_tag("evaluation_key", evaluation_key(cfg, lineage["dataset_sha256"]))
         mlflow.log_params({f"model.{k}": _short(v) for k, v in model.get_params().items()})
         metrics, scored = evaluate_model(cfg, model, ds, progress)
+        # which inputs the scored forecasts used: observed future weather flatters a model
+        mlflow.set_tags(
+            {
+                "evaluation_covariates": cfg.evaluation.future_covariates,
+                "evaluation_covariate_mode": forecast_mode(scored),
+            }
+        )
         log_metric_table(metrics)
         score = float(metrics[cfg.select_metric].mean())
         mlflow.log_metric(f"{cfg.select_metric}_mean", score)
@@ -203,7 +213,9 @@ def _train_one(
         mlflow.log_metric("fit_seconds", outcome.fit_seconds)
         log_review_artifacts(model, mcfg.type, metrics, scored)
         levels = cfg.levels if model.conformal_scores_ else None
-        outcome.forecast = model.predict(cfg.horizon, levels=levels)
+        future = job_future_covariates(cfg)
+        outcome.forecast = model.predict(cfg.horizon, covariates=future, levels=levels)
+        mlflow.set_tag("forecast_covariate_mode", forecast_mode(outcome.forecast))
         if cfg.output.privacy_k is None:
             # per-series plots and the model (which keeps recent history) would publish
             # small-cell counts, so a job under k-suppression logs neither
@@ -222,6 +234,13 @@ def _train_one(
 
                 log_forecaster(model, ds.values, name="model", levels=cfg.levels)
     return outcome
+
+
+def job_future_covariates(cfg: JobConfig) -> pd.DataFrame | None:
+    """The job's future-covariate file (``data.future_covariates``), or None."""
+    if not cfg.data.future_covariates:
+        return None
+    return read_future_covariates(cfg.data.future_covariates)
 
 
 def scored_history(ds: SeriesDataset, scored: pd.DataFrame, ids) -> pd.DataFrame:

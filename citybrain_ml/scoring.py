@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from citybrain_ml.data.covariates import forecast_mode, split_future
 from citybrain_ml.data.io import atomic_write_frame, read_frame, sha256_file
 from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, VALUE
 
@@ -71,7 +72,9 @@ def run_forecast(
     horizon : int, optional
         Steps ahead (default: the model's horizon).
     as_of : str, optional
-        Forecast origin; later rows are ignored (default: the last timestamp in the file).
+        Forecast origin (default: the last timestamp with an observed value). Later rows
+        are future covariates (``value`` empty, covariates filled, e.g. a weather
+        forecast), read by models fitted with future covariates.
     levels : list of int, optional
         Interval levels.
     tracking_uri : str, optional
@@ -94,9 +97,9 @@ def run_forecast(
     timings = {}
     t0 = time.perf_counter()
     mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
-    history = validate_long(read_frame(data_path), source=str(data_path), allow_irregular=True)
-    as_of_ts = pd.Timestamp(as_of) if as_of else history[TIMESTAMP].max()
-    history = history[history[TIMESTAMP] <= as_of_ts]
+    frame = validate_long(read_frame(data_path), source=str(data_path), allow_irregular=True)
+    # rows after the origin may carry future covariates (e.g. a weather forecast)
+    history, future, as_of_ts = split_future(frame, as_of)
     timings["load_seconds"] = time.perf_counter() - t0
     pyfunc = load_forecaster(model_uri)
     forecaster = pyfunc.unwrap_python_model().model
@@ -108,7 +111,8 @@ def run_forecast(
     if horizon:
         params["horizon"] = int(horizon)
     t1 = time.perf_counter()
-    forecast = pyfunc.predict(history[history[SERIES_ID].isin(usable)], params=params)
+    request = history if future is None else pd.concat([history, future], ignore_index=True)
+    forecast = pyfunc.predict(request[request[SERIES_ID].isin(usable)], params=params)
     timings["predict_seconds"] = time.perf_counter() - t1
     extras = {}
     if job_config is not None:
@@ -123,6 +127,8 @@ def run_forecast(
         "forecast_rows": int(len(forecast)),
         "series_forecast": len(usable),
         "series_skipped": skipped,
+        "future_covariate_rows": 0 if future is None else int(len(future)),
+        "covariate_mode": forecast_mode(forecast),
         "params": params,
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }

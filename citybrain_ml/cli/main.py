@@ -92,14 +92,23 @@ def forecast(
     model: str = typer.Option(
         ..., "--model", "-m", help="MLflow model URI: runs:/<id>/model or models:/<name>@<alias>."
     ),
-    data: Path = typer.Option(..., "--data", "-d", help="History in long format (CSV or Parquet)."),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        "-d",
+        help="History in long format (CSV or Parquet). Rows after the origin with an empty "
+        "value and covariates filled (e.g. a weather forecast) are future covariates.",
+    ),
     out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Output root folder."),
     name: str = typer.Option("forecast", help="Job name: outputs go to <out>/<name>/as_of=<ts>/."),
     horizon: int = typer.Option(
         None, "--horizon", help="Steps ahead (default: the model's horizon)."
     ),
     as_of: str = typer.Option(
-        None, "--as-of", help="Forecast origin, e.g. 2015-01-28T08:00 (later rows ignored)."
+        None,
+        "--as-of",
+        help="Forecast origin, e.g. 2015-01-28T08:00 (default: the last observed value; "
+        "later rows only supply future covariates).",
     ),
     levels: str = typer.Option("80,90", help="Interval levels, comma separated ('' for none)."),
     overwrite: bool = typer.Option(

@@ -77,6 +77,7 @@ def backtest(
     levels: Sequence[int] | None = None,
     progress: bool = True,
     null_value: float | None = None,
+    future_covariates: str = "none",
 ) -> BacktestResult:
     """Rolling-origin backtest of ``model`` over the last ``n_windows`` windows of ``data``.
 
@@ -101,6 +102,10 @@ def backtest(
         Show a progress bar over windows (rich, or tqdm if rich is missing).
     null_value : float, optional
         Target value that means "missing" when scoring (e.g. 0 on METR-LA).
+    future_covariates : {"none", "observed"}
+        ``"observed"``: models that read future covariates get the *observed* covariate
+        values at target times, a perfect-forecast stand-in (an optimistic bound; label it).
+        ``"none"``: forecasts use history only.
 
     Returns
     -------
@@ -112,14 +117,17 @@ def backtest(
     df, freq = _unpack(data)
     origins = rolling_origins(df[TIMESTAMP], horizon, n_windows, step)
     levels = list(levels) if levels else None
+    observed = observed_covariates(df, future_covariates)
     if refit:
         fitted, forecasts, fit_s, pred_s = _refit_windows(
-            model, df, freq, origins, horizon, levels, progress
+            model, df, freq, origins, horizon, levels, progress, observed
         )
     else:
         fitted, fit_s = _fit_timed(model, df[df[TIMESTAMP] <= origins[0]], freq)
         start = time.perf_counter()
-        forecasts = fitted.historical_forecasts(df, origins, horizon, levels=levels)
+        forecasts = fitted.historical_forecasts(
+            df, origins, horizon, levels=levels, covariates=observed
+        )
         pred_s = time.perf_counter() - start
     return _result(forecasts, df, levels, null_value, fit_s, pred_s, origins, fitted)
 
@@ -132,6 +140,7 @@ def evaluate_protocol(
     stride: int = 1,
     levels: Sequence[int] | None = None,
     null_value: float | None = None,
+    future_covariates: str = "none",
 ) -> BacktestResult:
     """Fixed-split protocol: fit once before ``test_start``, score every test window.
 
@@ -159,6 +168,9 @@ def evaluate_protocol(
         Interval levels to forecast and score.
     null_value : float, optional
         Target value that means "missing" (e.g. 0 on METR-LA).
+    future_covariates : {"none", "observed"}
+        As in :func:`backtest`: ``"observed"`` hands models the observed covariates at
+        target times (perfect-forecast bound); ``"none"`` keeps forecasts history-only.
 
     Returns
     -------
@@ -173,13 +185,42 @@ def evaluate_protocol(
     fitted, fit_s = _fit_timed(model, df[df[TIMESTAMP] < pd.Timestamp(test_start)], freq)
     start = time.perf_counter()
     forecasts = fitted.historical_forecasts(
-        df, origins, horizon, levels=list(levels) if levels else None
+        df,
+        origins,
+        horizon,
+        levels=list(levels) if levels else None,
+        covariates=observed_covariates(df, future_covariates),
     )
     pred_s = time.perf_counter() - start
     return _result(forecasts, df, levels, null_value, fit_s, pred_s, origins, fitted)
 
 
 # ---------------------------------------------------------------------- helpers
+COVARIATE_SOURCES = ("none", "observed")
+
+
+def observed_covariates(df: pd.DataFrame, source: str) -> pd.DataFrame | None:
+    """The covariate columns of ``df`` as future covariates, or None for history-only runs.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Long frame ``series_id, timestamp, value`` + covariate columns.
+    source : {"none", "observed"}
+        ``"observed"`` returns ``series_id, timestamp`` + every covariate column.
+
+    Returns
+    -------
+    DataFrame or None
+    """
+    if source not in COVARIATE_SOURCES:
+        raise ValueError(f"future_covariates must be one of {COVARIATE_SOURCES}, got {source!r}")
+    names = [c for c in df.columns if c not in (SERIES_ID, TIMESTAMP, VALUE)]
+    if source == "none" or not names:
+        return None
+    return df[[SERIES_ID, TIMESTAMP, *names]]
+
+
 def _unpack(data) -> tuple[pd.DataFrame, str | None]:
     if isinstance(data, SeriesDataset):
         return data.values, data.freq
@@ -203,20 +244,18 @@ def _fit_timed(model: Forecaster, train: pd.DataFrame, freq) -> tuple[Forecaster
     return fitted, time.perf_counter() - start
 
 
-def _refit_windows(model, df, freq, origins, horizon, levels, progress):
+def _refit_windows(model, df, freq, origins, horizon, levels, progress, observed):
     """Fit a fresh clone at each origin and forecast from it; returns timings too."""
     times = unique_timestamps(df)
-    covariate_cols = [c for c in df.columns if c not in (SERIES_ID, TIMESTAMP, VALUE)]
     frames, fit_s, pred_s, fitted = [], 0.0, 0.0, None
     for origin in _progress(origins, len(origins), f"backtest {type(model).__name__}", progress):
         fitted, seconds = _fit_timed(model, df[df[TIMESTAMP] <= origin], freq)
         fit_s += seconds
         covariates = None
-        if covariate_cols:
-            # known-in-advance covariates for the forecast window only; the target stays hidden
+        if observed is not None:
+            # covariates for the forecast window only; the target itself stays hidden
             pos = times.get_loc(origin)
-            window = df[df[TIMESTAMP].isin(times[pos + 1 : pos + 1 + horizon])]
-            covariates = window[[SERIES_ID, TIMESTAMP, *covariate_cols]]
+            covariates = observed[observed[TIMESTAMP].isin(times[pos + 1 : pos + 1 + horizon])]
         start = time.perf_counter()
         fc = fitted.predict(horizon, covariates=covariates, levels=levels)
         pred_s += time.perf_counter() - start

@@ -178,16 +178,41 @@ class Forecaster:
         return self._add_intervals(out, levels) if levels else out
 
     def historical_forecasts(
-        self, df: pd.DataFrame, origins, horizon: int, levels: list[int] | None = None
+        self,
+        df: pd.DataFrame,
+        origins,
+        horizon: int,
+        levels: list[int] | None = None,
+        covariates: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """Forecasts made at each origin using only data at or before it (no refit).
 
-        Returns the forecast frame with an extra ``origin`` column.
+        Parameters
+        ----------
+        df : DataFrame
+            Long history frame; targets after an origin are never used for it.
+        origins : sequence of timestamps
+            Forecast origins.
+        horizon : int
+            Steps forecast from each origin.
+        levels : list of int, optional
+            Split-conformal interval levels.
+        covariates : DataFrame, optional
+            Future covariates ``series_id, timestamp, ...`` at target times (e.g. archived
+            weather forecasts), for models that read them; others ignore them.
+
+        Returns
+        -------
+        DataFrame
+            The forecast frame with an extra ``origin`` column.
         """
         self._check_fitted()
         df = _prepare(df)
         origins = pd.to_datetime(pd.Index(origins))
-        out = self._predict_origins(df, origins, int(horizon))
+        if covariates is not None and _takes_covariates(self._predict_origins):
+            out = self._predict_origins(df, origins, int(horizon), covariates=covariates)
+        else:
+            out = self._predict_origins(df, origins, int(horizon))
         out = out.sort_values(["origin", SERIES_ID, HORIZON_STEP], kind="stable")
         out = out.reset_index(drop=True)
         return self._add_intervals(out, levels) if levels else out
@@ -339,3 +364,10 @@ def _package_version() -> str:
     from citybrain_ml import __version__
 
     return __version__
+
+
+def _takes_covariates(method) -> bool:
+    """True when a model's rolling-origin path reads future covariates."""
+    import inspect
+
+    return "covariates" in inspect.signature(method).parameters

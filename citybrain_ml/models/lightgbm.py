@@ -46,6 +46,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from citybrain_ml.data.covariates import COVARIATE_MODE, forecast_mode
 from citybrain_ml.data.schema import HORIZON_STEP, LONG_COLUMNS, SERIES_ID, TIMESTAMP, VALUE, YHAT
 from citybrain_ml.features.calendar import calendar_features
 from citybrain_ml.features.graph import neighbour_features
@@ -59,7 +60,7 @@ from citybrain_ml.features.lag_transforms import (
     rolling_features,
     to_matrix,
 )
-from citybrain_ml.models.base import Forecaster, _nearest, _prepare, conformal_quantile
+from citybrain_ml.models.base import Forecaster, _nearest, conformal_quantile
 
 OBJECTIVES = {
     "l2": "regression",
@@ -71,7 +72,6 @@ OBJECTIVES = {
 TRANSFORMS = ("none", "log1p", "normalize_per_series")
 STRATEGIES = ("direct", "pooled", "hybrid")
 POOLED = 0  # booster key for the single pooled model
-COVARIATE_MODE = "covariate_mode"  # forecast column: "history" or "future" per row
 
 
 def quantile_column(q: float) -> str:
@@ -622,44 +622,6 @@ class LightGBMForecaster(Forecaster):
         out = self._forecast(panel, last, n_idx, horizon, covariates)
         return out.drop(columns="origin")
 
-    def historical_forecasts(
-        self,
-        df: pd.DataFrame,
-        origins,
-        horizon: int,
-        levels: list[int] | None = None,
-        covariates: pd.DataFrame | None = None,
-    ) -> pd.DataFrame:
-        """Forecasts made at each origin using only data at or before it (no refit).
-
-        Parameters
-        ----------
-        df : DataFrame
-            Long history frame (targets after an origin are never used for it).
-        origins : sequence of timestamps
-            Forecast origins.
-        horizon : int
-            Steps forecast from each origin.
-        levels : list of int, optional
-            Split-conformal interval levels.
-        covariates : DataFrame, optional
-            ``series_id, timestamp`` + the ``future_covariates`` columns at target times
-            (e.g. archived weather forecasts). Only a model fitted with
-            ``future_covariates`` uses them; rows they do not cover use history mode.
-
-        Returns
-        -------
-        DataFrame
-            The forecast frame with an extra ``origin`` column.
-        """
-        self._check_fitted()
-        df = _prepare(df)
-        origins = pd.to_datetime(pd.Index(origins))
-        out = self._predict_origins(df, origins, int(horizon), covariates)
-        out = out.sort_values(["origin", SERIES_ID, HORIZON_STEP], kind="stable")
-        out = out.reset_index(drop=True)
-        return self._add_intervals(out, levels) if levels else out
-
     def _predict_origins(
         self, df: pd.DataFrame, origins, horizon: int, covariates: pd.DataFrame | None = None
     ) -> pd.DataFrame:
@@ -725,7 +687,7 @@ class LightGBMForecaster(Forecaster):
                 frame[COVARIATE_MODE] = np.where(covered, "future", "history")
             frames.append(frame)
         out = pd.concat(frames, ignore_index=True)
-        self.covariate_mode_ = _overall_mode(out)
+        self.covariate_mode_ = forecast_mode(out)
         # same column order as the base class: forecast columns, extras, then origin
         return out[[c for c in out.columns if c != "origin"] + ["origin"]]
 
@@ -899,14 +861,6 @@ def _lookup(table: pd.DataFrame | None, ids, times, n: int) -> tuple[np.ndarray,
     values = np.full((n, table.shape[1]), np.nan, dtype=np.float32)
     values[covered] = table.to_numpy()[pos[covered]]
     return values, covered
-
-
-def _overall_mode(out: pd.DataFrame) -> str:
-    """``"history"``, ``"future"`` or ``"mixed"`` for a whole forecast frame."""
-    if COVARIATE_MODE not in out.columns:
-        return "history"
-    modes = set(out[COVARIATE_MODE].unique())
-    return modes.pop() if len(modes) == 1 else "mixed"
 
 
 def _gather(block: dict[str, np.ndarray], t_idx, n_idx) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from citybrain_ml.data.covariates import split_future
 from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, VALUE
 from citybrain_ml.models.base import Forecaster
 
@@ -39,15 +40,21 @@ class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
         self.model = Forecaster.load(context.artifacts[MODEL_ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
+        """Forecast from ``model_input``; rows after the origin carry future covariates.
+
+        The origin is ``params["as_of"]`` or the last timestamp with an observed value; rows
+        after it (``value`` empty, covariates such as a weather forecast filled) feed models
+        fitted with future covariates and are ignored by the others.
+        """
         params = params or {}
-        history = model_input.copy()
-        history[TIMESTAMP] = pd.to_datetime(history[TIMESTAMP])
-        as_of = params.get("as_of") or None
-        if as_of:
-            history = history[history[TIMESTAMP] <= pd.Timestamp(as_of)]
+        frame = model_input.copy()
+        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP])
+        history, future, _ = split_future(frame, params.get("as_of") or None)
         levels = parse_levels(params.get("levels"))
         horizon = int(params.get("horizon") or self.model.horizon)
-        return self.model.predict(horizon, history_df=history, levels=levels or None)
+        return self.model.predict(
+            horizon, history_df=history, covariates=future, levels=levels or None
+        )
 
 
 def parse_levels(raw) -> list[int]:
