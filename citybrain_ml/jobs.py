@@ -220,9 +220,10 @@ def _train_one(
             # per-series plots and the model (which keeps recent history) would publish
             # small-cell counts, so a job under k-suppression logs neither
             ids = ds.series_ids[: cfg.evaluation.plot_series]
+            path = scored_forecast(scored, ids)
             fig = plot_forecast_vs_actual(
-                scored_history(ds, scored, ids),
-                scored_forecast(scored, ids),
+                scored_history(ds, path, ids),
+                path,
                 actuals=None,
                 series_ids=ids,
                 max_series=cfg.evaluation.plot_series,
@@ -243,12 +244,17 @@ def job_future_covariates(cfg: JobConfig) -> pd.DataFrame | None:
     return read_future_covariates(cfg.data.future_covariates)
 
 
-def scored_history(ds: SeriesDataset, scored: pd.DataFrame, ids) -> pd.DataFrame:
-    """The observed series over the evaluated span (plus one horizon of context)."""
-    start = pd.Timestamp(scored[TIMESTAMP].min())
-    span = scored[TIMESTAMP].max() - start
+def scored_history(ds: SeriesDataset, forecast: pd.DataFrame, ids) -> pd.DataFrame:
+    """Observed values around one plotted forecast path: context before it, then its targets.
+
+    The context is three forecast spans (at least two days), so a year-long test period does
+    not squash the forecast into a few pixels.
+    """
+    start, end = pd.Timestamp(forecast[TIMESTAMP].min()), pd.Timestamp(forecast[TIMESTAMP].max())
+    context = max(3 * (end - start), pd.Timedelta(days=2))
     v = ds.values
-    return v[v[SERIES_ID].isin(ids) & (v[TIMESTAMP] >= start - span / 4)]
+    keep = v[SERIES_ID].isin(ids) & v[TIMESTAMP].between(start - context, end)
+    return v[keep]
 
 
 def scored_forecast(scored: pd.DataFrame, ids) -> pd.DataFrame:

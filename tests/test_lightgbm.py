@@ -283,6 +283,20 @@ def test_cqr_brings_coverage_near_nominal_on_unseen_data(cqr_model, cqr_data):
     assert 0.86 <= coverage["cqr"] <= 0.96, coverage
 
 
+def test_interval_levels_use_the_conformalised_quantile_pair(cqr_model):
+    fc = cqr_model.predict(3, levels=[80, 90])
+    # 90% = the CQR-corrected P5/P95: asymmetric, never below zero for a log1p target
+    np.testing.assert_array_equal(fc["yhat_lo_90"], fc[quantile_column(0.05)])
+    np.testing.assert_array_equal(fc["yhat_hi_90"], fc[quantile_column(0.95)])
+    assert (fc["yhat_lo_90"] >= 0).all()
+    assert not np.allclose(fc["yhat"] - fc["yhat_lo_90"], fc["yhat_hi_90"] - fc["yhat"])
+    # 80% has no quantile pair: split-conformal +- |residual| quantile, symmetric
+    np.testing.assert_allclose(fc["yhat"] - fc["yhat_lo_80"], fc["yhat_hi_80"] - fc["yhat"])
+    # without CQR scores (raw quantiles are not calibrated) every level is symmetric
+    raw = _without_cqr(cqr_model).predict(3, levels=[90])
+    np.testing.assert_allclose(raw["yhat"] - raw["yhat_lo_90"], raw["yhat_hi_90"] - raw["yhat"])
+
+
 def test_calibration_without_refit_keeps_the_clone_and_round_trips(cqr_model, cqr_data, tmp_path):
     train = cqr_data[cqr_data["timestamp"] < pd.Timestamp("2024-01-31")]
     one_fit = LightGBMForecaster(calibration_steps=24 * 10, calibration_refit=False, **CQR)

@@ -47,7 +47,15 @@ import numpy as np
 import pandas as pd
 
 from citybrain_ml.data.covariates import COVARIATE_MODE, forecast_mode
-from citybrain_ml.data.schema import HORIZON_STEP, LONG_COLUMNS, SERIES_ID, TIMESTAMP, VALUE, YHAT
+from citybrain_ml.data.schema import (
+    HORIZON_STEP,
+    LONG_COLUMNS,
+    SERIES_ID,
+    TIMESTAMP,
+    VALUE,
+    YHAT,
+    interval_columns,
+)
 from citybrain_ml.features.calendar import calendar_features
 from citybrain_ml.features.graph import neighbour_features
 from citybrain_ml.features.lag_transforms import (
@@ -760,6 +768,25 @@ class LightGBMForecaster(Forecaster):
                 point = {int(h): np.sort(e.to_numpy()) for h, e in err.groupby(fc[HORIZON_STEP])}
         self._calibration_model = model  # reused by _fit when calibration_refit=False
         return point
+
+    def _add_intervals(self, fc: pd.DataFrame, levels: list[int]) -> pd.DataFrame:
+        """Levels matching a conformalised quantile pair use that pair; others are symmetric.
+
+        The CQR pair (e.g. P5/P95 for 90%) is asymmetric, follows the predicted spread and,
+        for a log1p target, never goes below zero -- unlike +-|residual| quantiles.
+        """
+        pairs = {}
+        if getattr(self, "cqr_scores_", None):
+            pairs = {round(100 * (hi - lo), 6): (lo, hi) for lo, hi in self._cqr_pairs()}
+        symmetric = [lv for lv in levels if round(float(lv), 6) not in pairs]
+        fc = super()._add_intervals(fc, symmetric) if symmetric else fc.copy()
+        for level in levels:
+            pair = pairs.get(round(float(level), 6))
+            if pair is not None:
+                lo, hi = interval_columns(level)
+                fc[lo] = fc[quantile_column(pair[0])]
+                fc[hi] = fc[quantile_column(pair[1])]
+        return fc
 
     def _cqr_pairs(self) -> list[tuple[float, float]]:
         """Symmetric quantile pairs ``(q, 1 - q)`` among ``quantiles`` with ``q < 0.5``."""
