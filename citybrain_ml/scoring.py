@@ -217,12 +217,36 @@ def apply_job_config(config_path, forecaster, forecast, history, as_of) -> tuple
     if cfg.output.privacy_k:
         forecast = suppress_forecast(forecast, ds, cfg.output.privacy_k)
     extras = {}
+    scored = past_forecasts(forecaster, history, as_of) if cfg.decisions else None
     for dcfg in cfg.decisions:
-        ctx = DecisionContext(ds, forecast, pd.DataFrame(), forecaster, dcfg.params, as_of)
+        ctx = DecisionContext(ds, forecast, scored, forecaster, dcfg.params, as_of)
         out = run_decision(dcfg.type, ctx)
         extras.update(out.tables)
         extras.update(out.figures)
     return forecast, extras
+
+
+def past_forecasts(forecaster, history: pd.DataFrame, as_of, max_days: int = 60) -> pd.DataFrame:
+    """What the model would have forecast at the same hour on earlier days of ``history``.
+
+    No refit and no future data: each origin sees only rows up to itself. Decisions that
+    calibrate on past errors (e.g. ``air_alerts``' exceedance probabilities) read these, as
+    the train job's decisions read its evaluation forecasts.
+
+    Returns
+    -------
+    DataFrame
+        The forecast frame with ``origin`` and the observed ``value`` (empty rows dropped).
+    """
+    as_of = pd.Timestamp(as_of)
+    start = history[TIMESTAMP].min()
+    origins = [as_of - pd.Timedelta(days=d) for d in range(1, max_days + 1)]
+    origins = [o for o in origins if o > start]
+    if not origins:
+        return pd.DataFrame()
+    fc = forecaster.historical_forecasts(history, sorted(origins), int(forecaster.horizon))
+    truth = history[[SERIES_ID, TIMESTAMP, VALUE]]
+    return fc.merge(truth, on=[SERIES_ID, TIMESTAMP], how="inner").dropna(subset=[VALUE])
 
 
 def _same_forecast(a: Path, b: Path) -> bool:

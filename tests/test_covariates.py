@@ -184,3 +184,48 @@ def test_job_and_batch_scoring_with_a_weather_forecast(tmp_path, monkeypatch):
     values.to_csv(path, index=False)
     plain = run_forecast(model_uri, path, out_dir=tmp_path / "plain", name="air", levels=[90])
     assert json.loads((plain.folder / "manifest.json").read_text())["covariate_mode"] == "history"
+
+
+def test_batch_scoring_runs_air_alerts_calibrated_on_past_forecasts(tmp_path, monkeypatch):
+    from conftest import REPO
+
+    from citybrain_ml.config import load_config
+    from citybrain_ml.data.air import load_beijing_multisite
+    from citybrain_ml.jobs import run_train
+    from citybrain_ml.scoring import past_forecasts, run_forecast
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = REPO / "configs" / "air_quickstart.yaml"
+    cfg = load_config(config)
+    cfg = cfg.model_copy(
+        update={
+            "data": cfg.data.model_copy(update={"root": str(SAMPLES)}),
+            "models": [m for m in cfg.models if m.type == "lightgbm"],
+            "output": cfg.output.model_copy(update={"dir": str(tmp_path / "out")}),
+            "decisions": [],
+        }
+    )
+    result = run_train(cfg, progress=False)
+    model = result.outcomes[0].model
+    values = load_beijing_multisite(SAMPLES).values
+    as_of = pd.Timestamp("2016-03-10 23:00")
+    history = values[values["timestamp"] <= as_of]
+    past = past_forecasts(model, history, as_of, max_days=5)
+    # origins at the same hour on earlier days, every target already observed by as_of
+    assert set(past["origin"]) == {as_of - pd.Timedelta(days=d) for d in range(1, 6)}
+    assert past["timestamp"].max() <= as_of and past["value"].notna().all()
+
+    path = tmp_path / "history.csv"
+    history.to_csv(path, index=False)
+    run = run_forecast(
+        f"runs:/{result.outcomes[0].run_id}/model",
+        path,
+        out_dir=tmp_path / "scored",
+        name="air",
+        levels=[90],
+        job_config=config,
+    )
+    alerts = pd.read_csv(run.folder / "air_alerts.csv")
+    assert set(alerts["station"]) == {"Aotizhongxin", "Dongsi"}
+    assert alerts["probability"].between(0, 1).all()
+    assert (run.folder / "air_response_plan.csv").is_file()
