@@ -1,4 +1,4 @@
-"""Issue 4 benchmark: Beijing multi-site PM2.5, 1-72 h ahead, persistence vs LightGBM.
+"""Issue 4 benchmark: Beijing multi-site PM2.5, 1-72 h ahead, persistence vs LightGBM (+ SARIMAX).
 
 Data: UCI Beijing Multi-Site Air Quality (12 stations, hourly), ``<root>/air/beijing_multisite``.
 Split: train up to 2016-02-29 23:00, test 2016-03-01 .. 2017-02-28 (fixed split, one fit).
@@ -23,12 +23,25 @@ Models
   The choices (hybrid, 6 direct steps, CQR) were made on the validation run of
   ``experiments/air_beijing_validation.py``, which reads no test-year data.
 
+* ``--sarimax``: one statsmodels SARIMAX per station (default (1, 1, 1) on log1p PM2.5, weather
+  regressors + daily Fourier terms, fitted on the ``--sarimax-months`` before the CQR cut),
+  in the same two modes: ``history`` holds the weather at the origin
+  (``exog_future="persist"``), ``future`` passes the observed weather as ``covariates``;
+  split-conformal intervals from the same calibration tail. Order and target were chosen
+  with ``experiments/air_beijing_validation.py --sarimax``.
+
 Exceedance: P(PM2.5 calendar-day mean > 75 ug/m3) from origins at 23:00 (lead days 1-3),
 past-only residual calibration (:func:`citybrain_ml.optimize.air_alerts.rolling_exceedance`);
 Brier score vs the training-period monthly climatology.
 
-Run: ``.venv/bin/python experiments/air_beijing.py`` (about 10-15 min on 2 busy cores);
-writes ``experiments/results/air_beijing.md`` and ``air_beijing_*.csv``.
+``--pollutants PM2.5 PM10 NO2 O3``: LightGBM (history mode, same set-up) and persistence for
+the other pollutants, MAE per step; then the daily AQI over all of them from the 23:00
+origins (:func:`citybrain_ml.optimize.air_alerts.expected_daily_aqi`) scored against the
+observed daily AQI: category accuracy and AQI MAE per lead day.
+
+Run: ``.venv/bin/python experiments/air_beijing.py --pollutants PM2.5 PM10 NO2 O3 --sarimax``
+(about 20 min on 2 busy cores; without the flags 10-15 min); writes
+``experiments/results/air_beijing.md`` and ``air_beijing_*.csv``.
 """
 
 from __future__ import annotations
@@ -43,8 +56,11 @@ import pandas as pd
 
 from citybrain_ml.data.air import WEATHER, distance_edges, load_beijing_multisite
 from citybrain_ml.evaluation.calibration import brier_score
+from citybrain_ml.features.aqi import aqi_category, daily_aqi
 from citybrain_ml.features.gaps import gap_summary, interpolate_short_gaps
+from citybrain_ml.models.base import conformal_quantile
 from citybrain_ml.models.lightgbm import LightGBMForecaster, quantile_column
+from citybrain_ml.models.statistical import SARIMAXForecaster
 from citybrain_ml.optimize import air_alerts as aa
 
 TRAIN_END = pd.Timestamp("2016-02-29 23:00")
@@ -58,6 +74,8 @@ COVARIATES = [*WEATHER, "wind_u", "wind_v"]
 # CQR calibration tail: the last 91 days of training, 2015-12-01 .. 2016-02-29
 CALIBRATION_STEPS = 91 * 24
 OUT = Path(__file__).parent / "results"
+# pollutants whose forecasts enter the daily AQI (SO2 and CO are not forecast)
+AQI_POLLUTANTS = ("PM2.5", "PM10", "NO2", "O3")
 
 
 def lightgbm(args, adjacency, future: bool = True, **overrides) -> LightGBMForecaster:
@@ -87,6 +105,83 @@ def lightgbm(args, adjacency, future: bool = True, **overrides) -> LightGBMForec
         seed=0,
     )
     return LightGBMForecaster(**(params | overrides))
+
+
+def sarimax(args) -> SARIMAXForecaster:
+    """The benchmark's SARIMAX: regression on weather with ARIMA errors, daily Fourier terms.
+
+    ``--sarimax-order`` (default (1, 1, 1); a constant is added when d = 0).
+    ``exog_future="persist"`` holds the weather at the origin (history mode); the future
+    mode passes the observed weather as ``covariates`` to ``historical_forecasts``.
+    """
+    order = tuple(args.sarimax_order)
+    return SARIMAXForecaster(
+        order=order,
+        trend="c" if order[1] == 0 else None,
+        exog=list(COVARIATES),
+        exog_future="persist",
+        fourier_terms=args.sarimax_fourier,
+        season_length=24,
+        fallback="last_value",
+        n_jobs=args.sarimax_jobs,
+        time_budget_s=args.sarimax_budget,
+        fit_kwargs={"maxiter": args.sarimax_maxiter},
+        horizon=HORIZON,
+        calibration_steps=0,
+    )
+
+
+def sarimax_frame(values: pd.DataFrame, log_target: bool) -> pd.DataFrame:
+    """SARIMAX input: weather gaps filled forward (past values only), target maybe log1p.
+
+    The state-space regression needs every exog value; forward filling uses no future
+    weather, so history mode stays honest. Leading gaps take the first observed value.
+    """
+    out = values[["series_id", "timestamp", "value", *COVARIATES]].copy()
+    filled = out.groupby("series_id")[COVARIATES].ffill()
+    out[COVARIATES] = filled.groupby(out["series_id"]).bfill()
+    if log_target:
+        out["value"] = np.log1p(out["value"].clip(lower=0))
+    return out
+
+
+def sarimax_forecasts(
+    args, values, fit_end, months, calib_origins, test_origins, log_target
+) -> tuple[dict[str, pd.DataFrame], float, dict]:
+    """Fit SARIMAX on the ``months`` before ``fit_end``; both modes' test forecasts.
+
+    Intervals: split conformal per horizon step and mode, from the absolute errors (on the
+    modelled scale: log1p or raw) of forecasts from ``calib_origins``, whose targets must
+    lie after ``fit_end`` and before the first test origin. Returns ``{mode: forecasts}``
+    (``yhat`` and the P5/P95 columns on the original scale), the fit seconds and the
+    series that fell back to persistence.
+    """
+    data = sarimax_frame(values, log_target)
+    start = fit_end - pd.DateOffset(months=months)
+    window = data[(data["timestamp"] > start) & (data["timestamp"] <= fit_end)]
+    model = sarimax(args)
+    began = time.perf_counter()
+    model.fit(window, freq="h")
+    fit_s = time.perf_counter() - began
+    data = data[data["timestamp"] > start]
+    inverse = np.expm1 if log_target else (lambda x: x)
+    lo, hi = quantile_column(0.05), quantile_column(0.95)
+    out = {}
+    for mode, cov in (("history", None), ("future", data[["series_id", "timestamp", *COVARIATES]])):
+        cal = model.historical_forecasts(data, calib_origins, HORIZON, covariates=cov)
+        cal = cal.merge(data[["series_id", "timestamp", "value"]], on=["series_id", "timestamp"])
+        cal = cal.dropna(subset=["value", "yhat"])
+        err = (cal["value"] - cal["yhat"]).abs()
+        width = {
+            h: conformal_quantile(np.sort(e.to_numpy()), 90)
+            for h, e in err.groupby(cal["horizon_step"])
+        }
+        fc = model.historical_forecasts(data, test_origins, HORIZON, covariates=cov)
+        w = fc["horizon_step"].map(width).to_numpy(float)
+        fc[lo], fc[hi] = inverse(fc["yhat"] - w), inverse(fc["yhat"] + w)
+        fc["yhat"] = inverse(fc["yhat"])
+        out[mode] = fc
+    return out, fit_s, dict(model.fallback_series_)
 
 
 def log(msg: str) -> None:
@@ -162,7 +257,7 @@ def exceedance(scored: pd.DataFrame, values: pd.DataFrame, clim: pd.Series) -> p
     return pd.DataFrame(rows)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=None, help="data root (default ../shared/data)")
     parser.add_argument("--stride", type=int, default=6, help="hours between scored origins")
@@ -184,17 +279,66 @@ def main() -> None:
         help="learn the PM2.5 level instead of the change from the origin (delta_target=False);"
         " writes air_beijing_level.md",
     )
+    parser.add_argument(
+        "--pollutants",
+        nargs="+",
+        default=["PM2.5"],
+        choices=AQI_POLLUTANTS,
+        help="also forecast these (LightGBM, history mode) and score the daily AQI over them",
+    )
+    parser.add_argument("--sarimax", action="store_true", help="add the SARIMAX rows (PM2.5)")
+    parser.add_argument("--sarimax-months", type=int, default=3, help="SARIMAX fit window")
+    parser.add_argument("--sarimax-fourier", type=int, default=3, help="daily Fourier pairs")
+    parser.add_argument("--sarimax-target", choices=("log1p", "raw"), default="log1p")
+    parser.add_argument("--sarimax-order", type=int, nargs=3, default=[1, 1, 1])
+    parser.add_argument("--sarimax-maxiter", type=int, default=200)
+    parser.add_argument(
+        "--stations", type=int, default=0, help="first N stations only (smoke runs; 0 = all)"
+    )
+    parser.add_argument("--sarimax-jobs", type=int, default=2, help="SARIMAX fit processes")
+    parser.add_argument("--sarimax-budget", type=float, default=1800.0, help="fit budget (s)")
     args = parser.parse_args()
+    if "PM2.5" not in args.pollutants:
+        args.pollutants = ["PM2.5", *args.pollutants]
+    return args
 
-    ds = load_beijing_multisite(args.root)
-    log("loaded")
-    values = ds.values[ds.values["timestamp"] <= TEST_END]
+
+def prepared(args, target: str):
+    """Values up to the test end with short weather gaps filled, and the target's gap table."""
+    ds = load_beijing_multisite(args.root, target=target)
+    sensors = ds.sensors
+    if args.stations:
+        sensors = sensors[sensors["series_id"].isin(sorted(sensors["series_id"])[: args.stations])]
+    values = ds.values[
+        (ds.values["timestamp"] <= TEST_END) & ds.values["series_id"].isin(sensors["series_id"])
+    ]
     gaps = gap_summary(values)
     # weather gaps up to 3 h are interpolated (flag columns dropped: not model inputs);
-    # the PM2.5 target is never filled, so every test target is as observed
+    # the pollutant target is never filled, so every test target is as observed
     values = interpolate_short_gaps(values, 3, columns=COVARIATES)
     values = values.drop(columns=[c for c in values if c.endswith("_imputed")])
-    adjacency = distance_edges(ds.sensors, 40.0)
+    return values, gaps, distance_edges(sensors, 40.0)
+
+
+def fitted_lightgbm(args, adjacency, train, future: bool) -> tuple[LightGBMForecaster, float]:
+    start = time.perf_counter()
+    model = lightgbm(
+        args,
+        adjacency,
+        future=future,
+        strategy=args.strategy,
+        direct_steps=args.direct_steps,
+        direct_max_train_rows=args.direct_rows,
+        calibration_steps=args.calibration_steps,
+        calibration_refit=False,
+    ).fit(train, freq="h")
+    return model, time.perf_counter() - start
+
+
+def main() -> None:
+    args = parse_args()
+    values, gaps, adjacency = prepared(args, "PM2.5")
+    log("loaded")
     train = values[values["timestamp"] <= TRAIN_END]
     truth = values[["series_id", "timestamp", "value"]]
     times = pd.DatetimeIndex(np.sort(values["timestamp"].unique()))
@@ -206,17 +350,7 @@ def main() -> None:
     persistence_stride1 = err.groupby(p_all["horizon_step"]).mean()
     log(f"persistence stride 1: {persistence_stride1.loc[[1, 6, 24]].round(2).tolist()}")
 
-    start = time.perf_counter()
-    model = lightgbm(
-        args,
-        adjacency,
-        strategy=args.strategy,
-        direct_steps=args.direct_steps,
-        direct_max_train_rows=args.direct_rows,
-        calibration_steps=args.calibration_steps,
-        calibration_refit=False,
-    ).fit(train, freq="h")
-    fit_s = time.perf_counter() - start
+    model, fit_s = fitted_lightgbm(args, adjacency, train, future=True)
     log(f"LightGBM fit {fit_s:.0f} s")
     frames = {"persistence": score(persistence(values, orig, HORIZON), truth, "persistence")}
     timings = {}
@@ -230,14 +364,17 @@ def main() -> None:
         assert model.covariate_mode_ == mode, model.covariate_mode_
         frames[f"lightgbm_{mode}"] = score(fc, truth, f"lightgbm_{mode}")
         log(f"LightGBM {mode} forecasts {timings[mode]:.0f} s")
+    sarimax_info = None
+    if args.sarimax:
+        sarimax_info = run_sarimax(args, values, times, orig, truth, frames)
     scored = common_rows(frames)
     steps = scored[scored["horizon_step"].isin(REPORT_STEPS)]
     by_step = mae_table(steps, ["horizon_step", "model"])
-    for m in ("lightgbm_history", "lightgbm_future"):
+    for m in [c for c in by_step.columns if c != "persistence"]:
         by_step[f"{m}_vs_persistence_%"] = 100 * (by_step[m] / by_step["persistence"] - 1)
     per_station = mae_table(steps[steps["horizon_step"] == 24], ["series_id", "model"])
     lo, hi = quantile_column(0.05), quantile_column(0.95)
-    lg = steps[steps["model"].str.startswith("lightgbm")]
+    lg = steps[steps["model"] != "persistence"]
     inside = (lg["value"] >= lg[lo]) & (lg["value"] <= lg[hi])
     coverage = 100 * inside.groupby([lg["horizon_step"], lg["model"]]).mean().unstack("model")
 
@@ -250,6 +387,9 @@ def main() -> None:
         ],
         ignore_index=True,
     )
+    extra = {"sarimax": sarimax_info}
+    if len(args.pollutants) > 1:
+        extra |= other_pollutants(args, times, orig, frames, truth)
     write_report(
         args,
         by_step,
@@ -261,7 +401,129 @@ def main() -> None:
         fit_s,
         timings,
         len(orig),
+        extra,
     )
+
+
+def run_sarimax(args, values, times, orig, truth, frames) -> dict:
+    """Add ``sarimax_history`` / ``sarimax_future`` to ``frames``; fit facts for the report.
+
+    Fitted on the ``--sarimax-months`` before the CQR cut (2015-11-30 23:00), calibrated on
+    forecasts whose targets lie in the calibration tail, like LightGBM.
+    """
+    cut = TRAIN_END - pd.Timedelta(hours=args.calibration_steps or CALIBRATION_STEPS)
+    calib = times[times.get_loc(cut) : times.get_loc(TRAIN_END) - HORIZON + 1 : args.stride]
+    start = time.perf_counter()
+    fcs, fit_s, failed = sarimax_forecasts(
+        args, values, cut, args.sarimax_months, calib, orig, args.sarimax_target == "log1p"
+    )
+    for mode, fc in fcs.items():
+        frames[f"sarimax_{mode}"] = score(fc, truth, f"sarimax_{mode}")
+    total = time.perf_counter() - start
+    log(f"SARIMAX fit {fit_s:.0f} s, total {total:.0f} s, fallbacks {failed}")
+    n_series = values["series_id"].nunique()
+    return {"fit_s": fit_s, "total_s": total, "failed": failed, "cut": cut, "n_series": n_series}
+
+
+def other_pollutants(args, times, orig, pm25_frames, pm25_truth) -> dict:
+    """LightGBM (history mode) vs persistence for the other pollutants; daily AQI scores."""
+    forecasts = {
+        "lightgbm_history": {"PM2.5": pm25_frames["lightgbm_history"]},
+        "persistence": {"PM2.5": pm25_frames["persistence"]},
+    }
+    truths = {"PM2.5": pm25_truth}
+    tables, fit_times = [], {}
+    for pollutant in args.pollutants:
+        if pollutant == "PM2.5":
+            continue
+        values, _, adjacency = prepared(args, pollutant)
+        truth = values[["series_id", "timestamp", "value"]]
+        model, fit_times[pollutant] = fitted_lightgbm(
+            args, adjacency, values[values["timestamp"] <= TRAIN_END], future=False
+        )
+        frames = {
+            "persistence": score(persistence(values, orig, HORIZON), truth, "persistence"),
+            "lightgbm_history": score(
+                model.historical_forecasts(values, orig, HORIZON), truth, "lightgbm_history"
+            ),
+        }
+        steps = common_rows(frames)
+        steps = steps[steps["horizon_step"].isin(REPORT_STEPS)]
+        table = mae_table(steps, ["horizon_step", "model"])
+        table["lightgbm_history_vs_persistence_%"] = 100 * (
+            table["lightgbm_history"] / table["persistence"] - 1
+        )
+        tables.append(table.reset_index().assign(pollutant=pollutant))
+        for name, fc in frames.items():
+            forecasts[name][pollutant] = fc
+        truths[pollutant] = truth
+        log(f"{pollutant}: LightGBM fit {fit_times[pollutant]:.0f} s")
+    mae = pd.concat(tables, ignore_index=True)
+    mae = mae[["pollutant", *[c for c in mae.columns if c != "pollutant"]]]
+    return {
+        "pollutant_mae": mae,
+        "pollutant_fit_s": fit_times,
+        "daily_aqi": score_daily_aqi(forecasts, truths),
+    }
+
+
+def score_daily_aqi(forecasts: dict, truths: dict) -> pd.DataFrame:
+    """Forecast vs actual daily AQI category per lead day (origins at 23:00).
+
+    Rows: LightGBM (history mode) and hourly persistence through
+    :func:`~citybrain_ml.optimize.air_alerts.expected_daily_aqi`; ``lightgbm_pm25_only``
+    = the category of LightGBM's PM2.5 IAQI alone (the old alert-table category); and
+    ``persistence_daily`` = the origin day's observed AQI carried forward. All scored on
+    the station-days where every row has a value and the actual AQI exists.
+    """
+    hourly = pd.concat([t.assign(pollutant=p) for p, t in truths.items()], ignore_index=True)
+    hourly = hourly[hourly["timestamp"] >= TEST_START - pd.Timedelta(days=1)]
+    actual = daily_aqi(hourly)[["series_id", "date", "aqi", "level"]]
+    keys = ["series_id", "origin", "date"]
+    rows = {}
+    for name, by_pollutant in forecasts.items():
+        at23 = {
+            p: f[f["origin"].dt.hour == 23][
+                ["series_id", "timestamp", "horizon_step", "yhat", "origin"]
+            ]
+            for p, f in by_pollutant.items()
+        }
+        daily = aa.expected_daily_aqi(at23)
+        rows[name] = daily[[*keys, "lead_day", "aqi", "level"]]
+        if name == "lightgbm_history":
+            pm25 = np.ceil(np.round(daily["iaqi_PM2.5"].to_numpy(float), 9))
+            rows["lightgbm_pm25_only"] = rows[name].assign(
+                aqi=pm25, level=aqi_category(pm25, "level")
+            )
+    carried = actual.rename(
+        columns={"date": "origin_day", "aqi": "aqi_day0", "level": "level_day0"}
+    )
+    base = rows["lightgbm_history"][[*keys, "lead_day"]]
+    base = base.assign(origin_day=base["origin"].dt.floor("D")).merge(
+        carried, on=["series_id", "origin_day"], how="left"
+    )
+    rows["persistence_daily"] = base.rename(columns={"aqi_day0": "aqi", "level_day0": "level"})
+    truth = actual.rename(columns={"aqi": "actual_aqi", "level": "actual_level"})
+    ok = None
+    for r in rows.values():
+        k = r.loc[r["aqi"].notna(), keys]
+        ok = k if ok is None else ok.merge(k, on=keys)
+    ok = ok.merge(truth.dropna(subset=["actual_aqi"]), on=["series_id", "date"])
+    out = []
+    for name, r in rows.items():
+        r = r[[*keys, "lead_day", "aqi", "level"]].merge(ok, on=keys)
+        for lead, g in r.groupby("lead_day"):
+            out.append(
+                {
+                    "model": name,
+                    "lead_day": int(lead),
+                    "n_station_days": len(g),
+                    "category_accuracy_%": 100 * (g["level"] == g["actual_level"]).mean(),
+                    "aqi_mae": (g["aqi"] - g["actual_aqi"]).abs().mean(),
+                    "aqi_bias": (g["aqi"] - g["actual_aqi"]).mean(),
+                }
+            )
+    return pd.DataFrame(out)
 
 
 def markdown(df: pd.DataFrame, index: bool = True, digits: int = 3) -> str:
@@ -284,6 +546,17 @@ def command(args) -> str:
         f"--direct-rows {args.direct_rows} --calibration-steps {args.calibration_steps}"
     )
     level = " --level-target" if args.level_target else ""
+    if len(args.pollutants) > 1:
+        flags += f" --pollutants {' '.join(args.pollutants)}"
+    if args.sarimax:
+        flags += (
+            f" --sarimax --sarimax-months {args.sarimax_months} --sarimax-fourier "
+            f"{args.sarimax_fourier} --sarimax-target {args.sarimax_target} --sarimax-order "
+            f"{' '.join(map(str, args.sarimax_order))} --sarimax-maxiter {args.sarimax_maxiter}"
+            f" --sarimax-jobs {args.sarimax_jobs}"
+        )
+    if args.stations:
+        flags += f" --stations {args.stations}"
     return f".venv/bin/python experiments/air_beijing.py {flags}{level}"
 
 
@@ -311,6 +584,66 @@ def calibration_cut(args) -> str:  # noqa: N802
     return f"{TRAIN_END - pd.Timedelta(hours=args.calibration_steps):%Y-%m-%d %H:%M}"
 
 
+def sarimax_text(args, info) -> str:
+    """Report section on the SARIMAX rows (empty without ``--sarimax``)."""
+    if info is None:
+        return ""
+    order = tuple(args.sarimax_order)
+    failed = ", ".join(f"{k} ({v})" for k, v in info["failed"].items()) or "none"
+    return f"""## SARIMAX rows (columns `sarimax_*` of the PM2.5 tables above)
+
+Same data, split, origins, rows and metric (PM2.5 MAE, ug/m3; P5..P95 coverage) as the tables
+above. One statsmodels SARIMAX{order}{" + constant" if order[1] == 0 else ""} per station on
+the {args.sarimax_target} target, with weather TEMP, PRES, DEWP, RAIN, WSPM, wind_u, wind_v
+and {args.sarimax_fourier} daily Fourier pairs as regressors (regression with ARIMA errors),
+fitted on the {args.sarimax_months} months up to {info["cut"]:%Y-%m-%d %H:%M} (weather gaps
+filled forward, i.e. from past values only). `sarimax_history` holds the weather at its value
+at the origin (`exog_future="persist"`); `sarimax_future` gets the observed weather at the
+target hours as a perfect forecast (`historical_forecasts(..., covariates=...)`).
+Intervals: split conformal per step and mode, absolute errors on the modelled scale of
+forecasts whose targets lie in the CQR calibration tail (after the fit window, before the
+test year). Order and target chosen on `experiments/air_beijing_validation.py --sarimax`
+(`air_beijing_validation_sarimax.md`; no test-year data). Fit: {info["fit_s"]:.0f} s for
+{info["n_series"]} stations ({args.sarimax_jobs} processes; fit + calibration + test forecasts
+{info["total_s"]:.0f} s). Stations on the persistence fallback (fit did not converge in
+{args.sarimax_maxiter} iterations): {failed}.
+
+"""
+
+
+def pollutants_text(args, extra, stem: str) -> str:
+    """Report sections on the other pollutants and the daily AQI (empty without them)."""
+    if "pollutant_mae" not in extra:
+        return ""
+    mae, aqi_scores = extra["pollutant_mae"], extra["daily_aqi"]
+    mae.to_csv(OUT / f"{stem}_pollutants_mae_by_step.csv", index=False)
+    aqi_scores.to_csv(OUT / f"{stem}_daily_aqi.csv", index=False)
+    fits = ", ".join(f"{p} {t:.0f} s" for p, t in extra["pollutant_fit_s"].items())
+    return f"""## Other pollutants: MAE by horizon (ug/m3), history mode
+
+Same data (the pollutant as target), split, origins and LightGBM set-up as the PM2.5
+tables, history mode (weather at the origin only; boosters of that mode only). Rows where
+the target and both forecasts exist. Fit time: {fits}.
+
+{markdown(mae, index=False)}
+
+## Daily AQI category over {", ".join(args.pollutants)} (HJ 633-2012)
+
+Forecasts from the origins at 23:00 (lead days 1-3 = the next three calendar days). The
+forecast daily AQI applies HJ 633-2012 to the hourly median forecasts of each pollutant
+(`citybrain_ml.optimize.air_alerts.expected_daily_aqi`: 24-h means of PM2.5, PM10, NO2; O3
+daily max 1-h and 8-h moving mean; AQI = max IAQI). The actual AQI is the same computation on
+the observed hours (GB 3095-2012 completeness rules; SO2 and CO are not forecast and left out
+of both). `lightgbm_pm25_only` = category of LightGBM's PM2.5 IAQI alone (the former alert
+table); `persistence` = hourly persistence of every pollutant through the same computation;
+`persistence_daily` = the origin day's observed AQI carried forward. Scored on station-days
+where every row has an AQI and the actual AQI exists; accuracy = same category (I..VI).
+
+{markdown(aqi_scores, index=False)}
+
+"""
+
+
 def targets_text(by_step: pd.DataFrame, coverage: pd.DataFrame) -> str:
     """Met / missed lines for the issue's targets, from this run's tables."""
     lines = []
@@ -331,9 +664,13 @@ def targets_text(by_step: pd.DataFrame, coverage: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_report(args, by_step, per_station, coverage, exc, p1, gaps, fit_s, timings, n_orig):
+def write_report(
+    args, by_step, per_station, coverage, exc, p1, gaps, fit_s, timings, n_orig, extra
+):
     OUT.mkdir(exist_ok=True)
     stem = "air_beijing_level" if args.level_target else "air_beijing"
+    if args.stations:
+        stem += f"_smoke{args.stations}"
     by_step.to_csv(OUT / f"{stem}_mae_by_step.csv")
     per_station.to_csv(OUT / f"{stem}_mae_24h_by_station.csv")
     exc.to_csv(OUT / f"{stem}_exceedance.csv", index=False)
@@ -343,7 +680,7 @@ def write_report(args, by_step, per_station, coverage, exc, p1, gaps, fit_s, tim
 
 Generated by `{command(args)}`.
 
-* Data: UCI Beijing Multi-Site Air Quality, 12 stations, hourly PM2.5 (ug/m3).
+* Data: UCI Beijing Multi-Site Air Quality, {len(per_station)} stations, hourly PM2.5 (ug/m3).
 * Split: train 2013-03-01 .. 2016-02-29 23:00; test 2016-03-01 .. 2017-02-28.
 * Origins: 2016-02-29 23:00 then every {args.stride} h while all 72 targets lie in the test year
   ({n_orig} origins); all models scored on the same (origin, station, step) rows: the target
@@ -384,7 +721,7 @@ the training years.
 
 {markdown(exc, index=False)}
 
-## Target gaps (whole series, before any handling)
+{sarimax_text(args, extra.get("sarimax"))}{pollutants_text(args, extra, stem)}## Target gaps (whole series, before any handling)
 
 {markdown(gaps, index=False)}
 """

@@ -225,6 +225,53 @@ def test_exog_fast_origins_equal_per_origin_predict(exog_df, mode):
     assert end["yhat"].isna().all() == (mode == "require")
 
 
+def test_fast_origins_take_given_future_exog_per_origin(exog_df):
+    """covariates= in historical_forecasts: per-origin exog at the target times, exact."""
+    train = exog_df[exog_df["timestamp"] < "2024-01-15"]
+    model = SARIMAXForecaster(
+        order=(1, 0, 1),
+        exog=["temp"],
+        exog_future="persist",
+        horizon=3,
+        fourier_terms=1,
+        season_length=24,
+        **FAST,
+    ).fit(train)
+    origins = pd.date_range("2024-01-15", periods=4, freq="5h")
+    # an "archive of forecasts": each origin has its own (shifted) temp values
+    archive = pd.concat(
+        [
+            exog_df.assign(origin=o, temp=exog_df["temp"] + i)[
+                ["series_id", "timestamp", "origin", "temp"]
+            ]
+            for i, o in enumerate(origins)
+        ],
+        ignore_index=True,
+    )
+    fast = model.historical_forecasts(exog_df, origins, 3, covariates=archive)
+    assert model.exog_source_ == "covariates"
+    for i, origin in enumerate(origins):
+        hist = exog_df[exog_df["timestamp"] <= origin]
+        ref = model.predict(3, history_df=hist, covariates=exog_df.assign(temp=exog_df["temp"] + i))
+        got = fast[fast["origin"] == origin].reset_index(drop=True)
+        np.testing.assert_allclose(got["yhat"], ref["yhat"], rtol=1e-9)
+    # without an origin column the same rows serve every origin (observed = perfect forecast)
+    same = model.historical_forecasts(exog_df, origins, 3, covariates=exog_df)
+    require = SARIMAXForecaster(**{**model.get_params(), "exog_future": "require"}).fit(train)
+    np.testing.assert_allclose(
+        same["yhat"], require.historical_forecasts(exog_df, origins, 3)["yhat"], rtol=1e-9
+    )
+    # targets the covariates do not cover fall back to exog_future ("persist" here)
+    first_step = exog_df[exog_df["timestamp"].isin(origins + pd.Timedelta(hours=1))]
+    partial = model.historical_forecasts(exog_df, origins, 3, covariates=first_step)
+    persisted = model.historical_forecasts(exog_df, origins, 3)
+    step1 = partial["horizon_step"] == 1
+    np.testing.assert_allclose(partial.loc[step1, "yhat"], same.loc[step1, "yhat"], rtol=1e-9)
+    np.testing.assert_allclose(partial.loc[~step1, "yhat"], persisted.loc[~step1, "yhat"])
+    with pytest.raises(ValueError, match="lacks column"):
+        model.historical_forecasts(exog_df, origins, 3, covariates=exog_df.drop(columns="temp"))
+
+
 # ---------------------------------------------------------------------- VAR
 def test_var_three_series_limits_and_missing_values(two_weeks):
     df = two_weeks.copy()

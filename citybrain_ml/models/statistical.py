@@ -435,8 +435,14 @@ class _PerSeriesStateSpace(Forecaster):
                 frames.append(self._series_forecasts(sid, grid, pos, horizon, future))
         return _concat(frames, with_origin=False)
 
-    def _predict_origins(self, df: pd.DataFrame, origins, horizon: int) -> pd.DataFrame:
-        """One filter pass per series over ``df``; forecasts from every origin (no refit)."""
+    def _predict_origins(
+        self, df: pd.DataFrame, origins, horizon: int, covariates: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """One filter pass per series over ``df``; forecasts from every origin (no refit).
+
+        ``covariates`` (models with exog only) give exog values at target times per origin;
+        see :meth:`SARIMAXForecaster.historical_forecasts`.
+        """
         grids = _series_grids(df, self.freq_, [VALUE, *self._exog_columns()])
         frames = []
         with _one_blas_thread():
@@ -444,22 +450,31 @@ class _PerSeriesStateSpace(Forecaster):
                 pos, ok = _origin_positions(grid.index, origins)
                 pos = np.unique(pos[ok])
                 if len(pos):
-                    frames.append(self._series_forecasts(sid, grid, pos, horizon, None))
+                    given = self._origin_exog(sid, grid, pos, horizon, covariates)
+                    frames.append(self._series_forecasts(sid, grid, pos, horizon, None, given))
         return _concat(frames, with_origin=True)
+
+    def _origin_exog(self, sid, grid, positions, horizon, covariates):
+        """Exog at the target times of each origin, (n, horizon, k) with NaN where not given."""
+        return None
 
     def _future_exog(self, sid, grid, horizon, covariates):
         return None
 
-    def _series_forecasts(self, sid, grid, positions, horizon, future_exog) -> pd.DataFrame:
+    def _series_forecasts(
+        self, sid, grid, positions, horizon, future_exog, origin_exog=None
+    ) -> pd.DataFrame:
         """Forecast rows for one series from each origin position of its grid."""
         if sid in getattr(self, "params_", {}):
-            yhat = self._model_forecasts(sid, grid, positions, horizon, future_exog)
+            yhat = self._model_forecasts(sid, grid, positions, horizon, future_exog, origin_exog)
         else:
             season = self._season() if self.fallback == "seasonal_naive" else None
             yhat = naive_forecasts(grid[VALUE].to_numpy(), positions, horizon, season)
         return _forecast_frame(sid, grid.index, positions, yhat, self.freq_)
 
-    def _model_forecasts(self, sid, grid, positions, horizon, future_exog) -> np.ndarray:
+    def _model_forecasts(
+        self, sid, grid, positions, horizon, future_exog, origin_exog=None
+    ) -> np.ndarray:
         endog = np.concatenate([self._target(sid, grid), np.full(horizon, np.nan)])
         exog = self._padded_exog(sid, grid, horizon, future_exog)
         offset = int(round((grid.index[0] - self.train_start_[sid]) / _step(self.freq_))) + 1
@@ -469,9 +484,11 @@ class _PerSeriesStateSpace(Forecaster):
             # only the predicted state means are read: skip storing covariances/gains,
             # which for a seasonal ETS (k ~ 100 states) would take hundreds of MB
             results = model.filter(self.params_[sid], conserve_memory=_lean_filter_flags())
-        yhat = state_space_forecasts(results, positions, horizon)
+        raw = state_space_forecasts(results, positions, horizon)
         given = future_exog is not None
-        yhat = self._exog_adjustment(sid, len(grid), exog, positions, yhat, given)
+        yhat = self._exog_adjustment(sid, len(grid), exog, positions, raw, given)
+        if origin_exog is not None:
+            yhat = self._given_exog_adjustment(sid, exog, positions, raw, yhat, origin_exog)
         return self._add_profile(
             sid, _target_times(grid.index, positions, horizon, self.freq_), yhat
         )
@@ -480,6 +497,9 @@ class _PerSeriesStateSpace(Forecaster):
         return None
 
     def _exog_adjustment(self, sid, n_grid, exog, positions, yhat, given_future):
+        return yhat
+
+    def _given_exog_adjustment(self, sid, exog, positions, raw, yhat, origin_exog):
         return yhat
 
 
@@ -523,8 +543,12 @@ class SARIMAXForecaster(_PerSeriesStateSpace):
         statsmodels trend ('n', 'c', 't', 'ct'); None = no trend term.
     exog : list of str, optional
         Covariate columns of the history frame used as regressors (regression with ARIMA
-        errors). Their future values come from ``covariates`` in :meth:`predict`, or from
-        the evaluation frame in :meth:`historical_forecasts`.
+        errors). Their future values come from ``covariates`` in :meth:`predict`. In
+        :meth:`historical_forecasts`, ``covariates`` (``series_id, timestamp`` + the exog
+        columns, optionally ``origin`` for an archive of forecasts issued at each origin)
+        give the values at the target times they cover; other targets use the evaluation
+        frame's values (``"require"``) or the origin's (``"persist"``). The regression
+        part is linear, so swapping exog values after the filter pass is exact.
     exog_future : {"require", "persist"}
         What to do without future covariates: ``"require"`` raises; ``"persist"`` holds
         the last observed exog values (also in :meth:`historical_forecasts`). The mode
@@ -728,13 +752,52 @@ class SARIMAXForecaster(_PerSeriesStateSpace):
         # statsmodels SARIMAX orders parameters: trend terms, then exog coefficients
         return slice(self.k_trend_, self.k_trend_ + k)
 
-    def _predict_origins(self, df, origins, horizon):
-        if self._exog_columns():
-            missing = [c for c in self._exog_columns() if c not in df.columns]
+    def _predict_origins(self, df, origins, horizon, covariates=None):
+        cols = self._exog_columns()
+        if cols:
+            missing = [c for c in cols if c not in df.columns]
             if missing:
                 raise ValueError(f"historical_forecasts frame lacks exog column(s) {missing}")
             self.exog_source_ = "persisted" if self.exog_future == "persist" else "covariates"
-        return super()._predict_origins(df, origins, horizon)
+        if covariates is not None:
+            if not cols:
+                raise ValueError("covariates given but the model has no exog columns")
+            lacking = [c for c in (SERIES_ID, TIMESTAMP, *cols) if c not in covariates.columns]
+            if lacking:
+                raise ValueError(f"covariates frame lacks column(s) {lacking}")
+            self.exog_source_ = "covariates"
+        return super()._predict_origins(df, origins, horizon, covariates)
+
+    def _origin_exog(self, sid, grid, positions, horizon, covariates):
+        if covariates is None:
+            return None
+        cols = self._exog_columns()
+        rows = covariates[covariates[SERIES_ID] == sid]
+        times = pd.to_datetime(rows[TIMESTAMP])
+        targets = _target_times(grid.index, positions, horizon, self.freq_)
+        if "origin" in rows.columns:
+            key = pd.MultiIndex.from_arrays([pd.to_datetime(rows["origin"]), times])
+            want = pd.MultiIndex.from_arrays([np.repeat(grid.index[positions], horizon), targets])
+        else:
+            key, want = pd.DatetimeIndex(times), targets
+        table = rows[cols].set_axis(key)
+        if not table.index.is_unique:
+            raise ValueError(
+                f"covariates hold duplicate rows for series {sid!r} "
+                "(one row per timestamp, or per origin and timestamp with an origin column)"
+            )
+        values = table.reindex(want).to_numpy(dtype=float)
+        return values.reshape(len(positions), horizon, len(cols))
+
+    def _given_exog_adjustment(self, sid, exog, positions, raw, yhat, origin_exog):
+        """Swap the exog effect at covered targets for the given values (exact: linear)."""
+        k = len(self._exog_columns())
+        beta = self.params_[sid][self._exog_param_slice(k)]
+        targets = positions[:, None] + np.arange(1, raw.shape[1] + 1)
+        used = exog[:, :k][targets]  # what the filter's forecast used at each target
+        covered = ~np.isnan(origin_exog).any(axis=2)
+        given = np.where(covered[..., None], origin_exog, used)
+        return np.where(covered, raw + (given - used) @ beta, yhat)
 
 
 # ====================================================================== ETS

@@ -24,8 +24,10 @@ residuals of days that had ended by that origin.
 
 Alert levels
 ------------
-Daily categories follow HJ 633-2012 Table 2 via the PM2.5 24-h IAQI (other pollutants are
-not forecast here, so the reported category is a PM2.5-only lower bound of the AQI). The
+Daily categories follow HJ 633-2012 Table 2 via the PM2.5 24-h IAQI -- a PM2.5-only lower
+bound of the AQI -- unless forecasts of the other pollutants are given: then
+:func:`expected_daily_aqi` computes the daily AQI over all forecast pollutants (24-h means,
+O3 daily maximum 1-h and 8-h values) and :func:`alert_table` reports that category. The
 episode alert levels (blue/yellow/orange/red) follow the pattern of the national guidance on
 heavy-pollution emergency plans (counts of consecutive forecast days with AQI > 150/200/300);
 the default rules are in :data:`ALERT_RULES` and can be replaced -- check them against the
@@ -41,7 +43,15 @@ import numpy as np
 import pandas as pd
 
 from citybrain_ml.data.schema import HORIZON_STEP, SERIES_ID, TIMESTAMP, VALUE, YHAT
-from citybrain_ml.features.aqi import BREAKPOINTS, CATEGORIES, IAQI_LEVELS, aqi_category, iaqi
+from citybrain_ml.features.aqi import (
+    BREAKPOINTS,
+    CATEGORIES,
+    IAQI_LEVELS,
+    aqi_category,
+    daily_aqi,
+    iaqi,
+    normalise_pollutant,
+)
 
 ORIGIN = "origin"
 DATE = "date"
@@ -334,6 +344,105 @@ def monthly_climatology(actual_daily: pd.DataFrame, threshold: float) -> pd.Seri
     return exceed.groupby(pd.to_datetime(d[DATE]).dt.month).mean()
 
 
+# ---------------------------------------------------------------------- multi-pollutant AQI
+def expected_daily_aqi(
+    forecasts_by_pollutant: dict[str, pd.DataFrame],
+    history_by_pollutant: dict[str, pd.DataFrame] | None = None,
+    freq: str = "h",
+) -> pd.DataFrame:
+    """Forecast daily AQI per (station, origin, day) from hourly forecasts of several pollutants.
+
+    Each pollutant's hourly median forecasts (``yhat``) -- with the observed hours of the
+    origin's own day up to the origin, when ``history_by_pollutant`` is given -- form an
+    hourly series per (station, origin); :func:`citybrain_ml.features.aqi.daily_aqi` turns
+    it into HJ 633-2012 daily values: 24-h means of PM2.5, PM10, NO2 (and SO2, CO), the O3
+    daily maximum 1-h value and daily maximum 8-h moving mean, their IAQIs, the AQI (their
+    maximum) and the primary pollutant(s). A plug-in of point forecasts: the AQI of the
+    median forecasts, not the median of the AQI.
+
+    Parameters
+    ----------
+    forecasts_by_pollutant : dict
+        Pollutant name (``"PM2.5"``, ``"PM10"``, ``"NO2"``, ``"O3"``, ``"SO2"``, ``"CO"``;
+        spellings such as ``"pm25"`` accepted) -> hourly forecasts ``series_id, timestamp,
+        horizon_step, yhat`` (+ ``origin``; derived from ``timestamp - horizon_step`` when
+        absent). Concentrations in ug/m3 (CO in mg/m3).
+    history_by_pollutant : dict, optional
+        Pollutant -> observed ``series_id, timestamp, value``; fills the hours of the
+        origin's day at or before the origin. Without it only days wholly inside the
+        forecast are returned.
+    freq : str
+        Sampling interval of the forecasts (must be hourly).
+
+    Returns
+    -------
+    DataFrame
+        ``series_id, origin, date, lead_day, aqi, level, category, primary_pollutant`` (the
+        labels joined with ``"+"``, None when AQI <= 50), then the daily values and
+        ``iaqi_<label>`` columns of :func:`~citybrain_ml.features.aqi.daily_aqi`; one row per
+        complete day (every hour forecast or observed). ``lead_day`` is as in
+        :func:`daily_forecast_means`.
+    """
+    if not forecasts_by_pollutant:
+        raise ValueError("forecasts_by_pollutant is empty: pass at least one pollutant")
+    if pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) != pd.Timedelta(hours=1):
+        raise ValueError(f"daily AQI needs hourly forecasts, got freq={freq!r}")
+    history_by_pollutant = {
+        normalise_pollutant(k): v for k, v in (history_by_pollutant or {}).items()
+    }
+    long = []
+    for name, forecast in forecasts_by_pollutant.items():
+        pollutant = normalise_pollutant(name)
+        fc = _with_origin(forecast, freq)
+        long.append(fc.rename(columns={YHAT: VALUE}).assign(pollutant=pollutant))
+        if pollutant in history_by_pollutant:
+            keys = fc[[SERIES_ID, ORIGIN]].drop_duplicates()
+            long.append(_origin_day_hours(history_by_pollutant[pollutant], keys, pollutant))
+    hourly = pd.concat(long, ignore_index=True)
+    hourly["pollutant"] = hourly["pollutant"].astype(object)
+    hourly = hourly.drop_duplicates([SERIES_ID, ORIGIN, TIMESTAMP, "pollutant"], keep="first")
+    return _daily_from_hourly(hourly, with_history=bool(history_by_pollutant))
+
+
+def _origin_day_hours(history: pd.DataFrame, keys: pd.DataFrame, pollutant: str) -> pd.DataFrame:
+    """Observed rows of each origin's day at or before the origin (NaN where not observed)."""
+    hours = (keys[ORIGIN] - keys[ORIGIN].dt.floor("D")) // pd.Timedelta(hours=1) + 1
+    rep = keys.loc[keys.index.repeat(hours)].reset_index(drop=True)
+    offset = rep.groupby([SERIES_ID, ORIGIN]).cumcount()
+    rep[TIMESTAMP] = rep[ORIGIN].dt.floor("D") + pd.to_timedelta(offset, unit="h")
+    obs = history[[SERIES_ID, TIMESTAMP, VALUE]].assign(
+        **{TIMESTAMP: pd.to_datetime(history[TIMESTAMP])}
+    )
+    rep = rep.merge(obs, on=[SERIES_ID, TIMESTAMP], how="left")
+    return rep.assign(**{HORIZON_STEP: 0, "pollutant": pollutant})
+
+
+def _daily_from_hourly(hourly: pd.DataFrame, with_history: bool) -> pd.DataFrame:
+    """``daily_aqi`` per (station, origin), keeping complete days that hold a forecast hour."""
+    key = hourly.groupby([SERIES_ID, ORIGIN], sort=True).ngroup()
+    hourly = hourly.assign(_key=key.to_numpy())
+    keys = hourly.drop_duplicates("_key")[["_key", SERIES_ID, ORIGIN]]
+    hourly[DATE] = hourly[TIMESTAMP].dt.floor("D")
+    fc = hourly[hourly[HORIZON_STEP] > 0]
+    days = fc.groupby(["_key", DATE]).agg(
+        n_hours=(TIMESTAMP, "nunique"), last_step=(HORIZON_STEP, "max")
+    )
+    days = days.reset_index().merge(keys, on="_key")
+    first_day = days[DATE] == days[ORIGIN].dt.floor("D")
+    before = (days[ORIGIN] - days[DATE]) // pd.Timedelta(hours=1) + 1
+    days["n_hours"] += np.where(first_day, before if with_history else np.inf, 0)
+    days = days[days["n_hours"] == HOURS]
+    daily = daily_aqi(hourly[["_key", TIMESTAMP, "pollutant", VALUE]], station_col="_key")
+    daily = days[["_key", SERIES_ID, ORIGIN, DATE, "last_step"]].merge(daily, on=["_key", DATE])
+    daily[LEAD_DAY] = np.ceil(daily["last_step"] / HOURS).astype(int)
+    daily["primary_pollutant"] = [
+        "+".join(p) if p else None for p in daily.pop("primary_pollutants")
+    ]
+    first = [SERIES_ID, ORIGIN, DATE, LEAD_DAY, "aqi", "level", "category", "primary_pollutant"]
+    rest = [c for c in daily.columns if c not in (*first, "_key", "last_step")]
+    return daily[first + rest].sort_values([SERIES_ID, ORIGIN, DATE], ignore_index=True)
+
+
 # ---------------------------------------------------------------------- tables
 def pm25_daily_category(concentration, field: str = "level"):
     """HJ 633-2012 category of PM2.5 24-h means via the IAQI (rounded up, as the AQI is)."""
@@ -342,7 +451,10 @@ def pm25_daily_category(concentration, field: str = "level"):
 
 
 def alert_table(
-    probs: pd.DataFrame, threshold: float = 75.0, alert_probability: float = 0.5
+    probs: pd.DataFrame,
+    threshold: float = 75.0,
+    alert_probability: float = 0.5,
+    daily_aqi_forecast: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Station/day alert table for one threshold.
 
@@ -355,12 +467,19 @@ def alert_table(
         i.e. category III "Lightly polluted" or worse).
     alert_probability : float
         Probability at or above which ``alert`` is True.
+    daily_aqi_forecast : DataFrame, optional
+        Output of :func:`expected_daily_aqi` for the same forecasts. When given, the
+        expected level and category come from the AQI over all its pollutants (matched on
+        station, origin and day; NaN where it has no row) and ``expected_aqi`` and
+        ``primary_pollutant`` are added. Without it they come from PM2.5 alone (a lower
+        bound of the AQI).
 
     Returns
     -------
     DataFrame
-        ``station, day, lead_day, threshold, probability, expected_pm25, expected_iaqi,
-        expected_level, expected_category, alert``; ``expected_*`` from the median daily mean.
+        ``station, day, lead_day, threshold, probability, expected_pm25, expected_iaqi``
+        (PM2.5 IAQI of the median daily mean), [``expected_aqi, primary_pollutant``],
+        ``expected_level, expected_category, alert``.
     """
     col = prob_column(threshold)
     if col not in probs.columns:
@@ -380,8 +499,32 @@ def alert_table(
             "expected_category": aqi_category(index, "name"),
         }
     )
+    if daily_aqi_forecast is not None:
+        out = _with_all_pollutant_aqi(out, probs, daily_aqi_forecast)
     out["alert"] = out["probability"] >= float(alert_probability)
     return out.sort_values(["day", "station"], ignore_index=True)
+
+
+def _with_all_pollutant_aqi(
+    out: pd.DataFrame, probs: pd.DataFrame, daily: pd.DataFrame
+) -> pd.DataFrame:
+    """Replace the PM2.5-only expected category with the all-pollutant AQI category."""
+    keys = [SERIES_ID, ORIGIN, DATE] if ORIGIN in probs and ORIGIN in daily else [SERIES_ID, DATE]
+    lacking = [c for c in (*keys, "aqi", "primary_pollutant") if c not in daily.columns]
+    if lacking:
+        raise ValueError(
+            f"daily_aqi_forecast lacks column(s) {lacking}; pass expected_daily_aqi()'s output"
+        )
+    if daily.duplicated(keys).any():
+        raise ValueError(f"daily_aqi_forecast has duplicate rows for {keys}")
+    match = probs[keys].merge(daily[[*keys, "aqi", "primary_pollutant"]], on=keys, how="left")
+    index = match["aqi"].to_numpy(dtype=float)
+    position = out.columns.get_loc("expected_level")
+    out.insert(position, "expected_aqi", index)
+    out.insert(position + 1, "primary_pollutant", match["primary_pollutant"].to_numpy())
+    out["expected_level"] = aqi_category(index, "level")
+    out["expected_category"] = aqi_category(index, "name")
+    return out
 
 
 def _likely_aqi_over(probs: pd.DataFrame, aqi_level: int, decide: float) -> np.ndarray:
@@ -506,12 +649,35 @@ def calibration_report(
     return reliability_table(d[col], outcome, n_bins=n_bins), metrics
 
 
+def _decision_daily_aqi(ctx, live: pd.DataFrame, history: pd.DataFrame, freq: str):
+    """All-pollutant daily AQI for the alert table, or None (PM2.5-only categories).
+
+    Used when the job puts the other pollutants' live forecasts on the context as
+    ``ctx.pollutant_forecasts`` (``{pollutant: forecast frame}``) and, optionally, their
+    observed hourly values as ``ctx.pollutant_history`` (``{pollutant: series_id,
+    timestamp, value}``); the job's own target is ``params.target_pollutant`` ("PM2.5").
+    """
+    others = getattr(ctx, "pollutant_forecasts", None)
+    if not others:
+        return None
+    target = str(ctx.params.get("target_pollutant", "PM2.5"))
+    origin = {ORIGIN: pd.Timestamp(ctx.train_end)}
+    forecasts = {target: live} | {
+        name: fc if ORIGIN in fc.columns else fc.assign(**origin) for name, fc in others.items()
+    }
+    observed = {target: history, **(getattr(ctx, "pollutant_history", None) or {})}
+    return expected_daily_aqi(forecasts, observed, freq)
+
+
 def air_alerts_decision(ctx):
     """Decision plug-in ``air_alerts``: alert table, response plan and calibration report.
 
     Params (config ``decisions: [{type: air_alerts, params: {...}}]``): ``threshold`` (75),
     ``alert_probability`` (0.5), ``decide_probability`` (0.5), ``window_days`` (None: all
-    past residuals), ``min_residuals`` (20), ``n_bins`` (10).
+    past residuals), ``min_residuals`` (20), ``n_bins`` (10), ``target_pollutant`` ("PM2.5").
+    When the context carries ``pollutant_forecasts`` (and ``pollutant_history``) for other
+    pollutants, the alert table's expected category is the all-pollutant daily AQI
+    (:func:`expected_daily_aqi`); otherwise it is the PM2.5-only category.
 
     Returns
     -------
@@ -540,7 +706,12 @@ def air_alerts_decision(ctx):
     probs = exceedance_probabilities(
         daily_forecast_means(live, history, freq), residuals, thresholds
     )
-    alerts = alert_table(probs, threshold, float(p.get("alert_probability", 0.5)))
+    alerts = alert_table(
+        probs,
+        threshold,
+        float(p.get("alert_probability", 0.5)),
+        _decision_daily_aqi(ctx, live, history, freq),
+    )
     plan = response_plan(probs, float(p.get("decide_probability", 0.5)))
     past = rolling_exceedance(
         scored, [threshold], p.get("window_days"), int(p.get("min_residuals", 20))
