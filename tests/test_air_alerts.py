@@ -164,3 +164,92 @@ def test_decision_uses_other_pollutant_forecasts_when_given():
     assert table["expected_aqi"].tolist() == [175.0]
     assert table["primary_pollutant"].tolist() == ["O3_8h"]
     assert table["expected_category"].tolist() == ["Moderately polluted"]
+
+
+# ---------------------------------------------------------------------- multi-pollutant jobs
+POLLUTANTS4 = ["PM2.5", "PM10", "NO2", "O3"]
+
+
+def test_multi_pollutant_loader_names_series_and_links_same_pollutant_only():
+    from conftest import SAMPLES
+
+    from citybrain_ml.data.air import load_beijing_multisite, split_series_id
+
+    ds = load_beijing_multisite(SAMPLES, targets=POLLUTANTS4, adjacency_km=40)
+    assert len(ds.series_ids) == 8 and "Dongsi/NO2" in ds.series_ids
+    assert split_series_id("Dongsi/NO2") == ("Dongsi", "NO2")
+    assert split_series_id("Dongsi") == ("Dongsi", None)
+    no2 = ds.values[ds.values["series_id"] == "Dongsi/NO2"]
+    assert (no2["is_NO2"] == 1).all() and (no2["is_O3"] == 0).all()
+    assert "is_PM2.5" not in ds.values.columns  # the first target is the reference level
+    pollutant = ds.sensors.set_index("series_id")["pollutant"]
+    assert (pollutant[ds.adjacency["src"]].to_numpy() == pollutant[ds.adjacency["dst"]]).all()
+    single = load_beijing_multisite(SAMPLES, target="NO2")
+    merged = no2.merge(single.values, on="timestamp", suffixes=("", "_single"))
+    merged = merged[merged["series_id_single"] == "Dongsi"]
+    np.testing.assert_array_equal(merged["value"], merged["value_single"])
+    with pytest.raises(ValueError, match="targets must be distinct"):
+        load_beijing_multisite(SAMPLES, targets=["PM2.5", "PM2.5"])
+
+
+def test_split_pollutants_gives_station_frames():
+    frame = pd.DataFrame(
+        {"series_id": ["A/PM2.5", "A/O3", "B/O3"], "timestamp": ORIGIN, "yhat": [1.0, 2.0, 3.0]}
+    )
+    parts = aa.split_pollutants(frame)
+    assert sorted(parts) == ["O3", "PM2.5"]
+    assert parts["O3"]["series_id"].tolist() == ["A", "B"]
+    assert parts["O3"]["yhat"].tolist() == [2.0, 3.0]
+    assert aa.split_pollutants(frame.assign(series_id="A")) == {}
+
+
+def test_multi_pollutant_job_alerts_use_the_all_pollutant_aqi(tmp_path, monkeypatch):
+    from conftest import SAMPLES
+
+    from citybrain_ml.config import JobConfig
+    from citybrain_ml.jobs import run_train
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = JobConfig.model_validate(
+        {
+            "name": "air_aqi",
+            "data": {
+                "dataset": "beijing_multisite",
+                "root": str(SAMPLES),
+                "options": {"targets": POLLUTANTS4},
+            },
+            "horizon": 24,
+            "levels": [90],
+            "models": [
+                {
+                    "type": "lightgbm",
+                    "params": {
+                        "strategy": "pooled",
+                        "objective": "quantile",
+                        "quantiles": [0.05, 0.5, 0.95],
+                        "target_transform": "log1p",
+                        "lags": [1, 2, 24],
+                        "rolling_windows": [6],
+                        "n_estimators": 30,
+                        "num_leaves": 15,
+                        "min_child_samples": 20,
+                        "calibration_steps": 24,
+                        "n_jobs": 1,
+                    },
+                }
+            ],
+            "evaluation": {"method": "holdout", "test_start": "2016-03-05", "stride": 6},
+            "tracking": {"log_models": False},
+            "output": {"dir": str(tmp_path / "out")},
+            "decisions": [{"type": "air_alerts", "params": {"min_residuals": 5}}],
+        }
+    )
+    result = run_train(cfg, progress=False)
+    assert len(pd.unique(result.outcomes[0].forecast["series_id"])) == 8
+    alerts = pd.read_csv(tmp_path / "out" / "air_aqi" / "air_alerts.csv")
+    assert set(alerts["station"]) == {"Aotizhongxin", "Dongsi"}
+    assert {"expected_aqi", "primary_pollutant"} <= set(alerts.columns)
+    # the AQI is the worst pollutant: never below the PM2.5-only IAQI of the same day
+    assert (alerts["expected_aqi"] >= alerts["expected_iaqi"] - 1).all()
+    plan = pd.read_csv(tmp_path / "out" / "air_aqi" / "air_response_plan.csv")
+    assert set(plan["station"]) == {"Aotizhongxin", "Dongsi"}

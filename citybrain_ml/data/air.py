@@ -56,6 +56,7 @@ def load_beijing_multisite(
     target: str = "PM2.5",
     pollutant_covariates: bool = False,
     adjacency_km: float | None = None,
+    targets: list[str] | None = None,
 ) -> SeriesDataset:
     """UCI Beijing Multi-Site Air Quality: 12 stations, hourly, 2013-03..2017-02.
 
@@ -71,7 +72,13 @@ def load_beijing_multisite(
     adjacency_km : float, optional
         Connect stations closer than this many km, weighted by a Gaussian kernel
         ``exp(-(d / sigma)^2)`` with ``sigma`` the std of all pairwise distances
-        (the DCRNN convention). None: no adjacency.
+        (the DCRNN convention). None: no adjacency. With ``targets``, only series of the
+        same pollutant are connected.
+    targets : list of str, optional
+        Several pollutants at once (e.g. PM2.5, PM10, NO2, O3 for the AQI): one series per
+        station and pollutant, named ``<station>/<pollutant>``, with indicator covariates
+        ``is_<pollutant>`` (constant per series) so one global model can tell them apart;
+        ``sensors`` gains ``station`` and ``pollutant``. Overrides ``target``.
 
     Returns
     -------
@@ -79,31 +86,60 @@ def load_beijing_multisite(
         Series named by station, freq ``h``, covariates TEMP (C), PRES (hPa), DEWP (C),
         RAIN (mm), WSPM (m/s), wind_u, wind_v; ``sensors`` with lat/lon/station_type.
     """
-    if target not in POLLUTANTS:
-        raise ValueError(f"target must be one of {POLLUTANTS}, got {target!r}")
+    chosen = list(targets) if targets else [target]
+    unknown = [t for t in chosen if t not in POLLUTANTS]
+    if unknown or len(set(chosen)) != len(chosen):
+        raise ValueError(f"targets must be distinct names from {POLLUTANTS}, got {chosen}")
     coords_path = dataset_file(root, "air", "beijing_multisite", "station_coordinates.csv")
     files = sorted(coords_path.parent.glob("PRSA_Data_*.csv"))
     if not files:
         raise FileNotFoundError(f"no PRSA_Data_*.csv station files in {coords_path.parent}")
-    extra = [p for p in POLLUTANTS if p != target] if pollutant_covariates else []
     # one Aotizhongxin SO2 cell holds a lone blank (" "): read it as missing, not as text
-    frames = [
-        _multisite_frame(pd.read_csv(f, na_values=[" "], low_memory=False), target, extra)
-        for f in files
-    ]
+    raws = [pd.read_csv(f, na_values=[" "], low_memory=False) for f in files]
+    if targets:
+        frames = [_pollutant_frame(raw, t, chosen) for t in chosen for raw in raws]
+    else:
+        extra = [p for p in POLLUTANTS if p != target] if pollutant_covariates else []
+        frames = [_multisite_frame(raw, target, extra) for raw in raws]
     values, freq = validate_frame(
         pd.concat(frames, ignore_index=True), str(coords_path.parent), "h", first_row=None
     )
     sensors = _station_sensors(coords_path, values)
-    adjacency = None if adjacency_km is None else distance_edges(sensors, adjacency_km)
+    adjacency = None if adjacency_km is None else _adjacency(sensors, adjacency_km)
+    name = "_".join(t.lower().replace(".", "") for t in chosen)
     return SeriesDataset(
         values,
         freq,
         sensors=sensors,
         adjacency=adjacency,
-        name=f"beijing_multisite_{target.lower().replace('.', '')}",
+        name=f"beijing_multisite_{name}",
         source=str(coords_path.parent),
     )
+
+
+POLLUTANT_SEPARATOR = "/"  # series "<station>/<pollutant>" in multi-pollutant datasets
+
+
+def split_series_id(series_id: str) -> tuple[str, str | None]:
+    """``"Dongsi/PM10"`` -> ``("Dongsi", "PM10")``; a plain station id -> ``(id, None)``."""
+    station, sep, pollutant = str(series_id).rpartition(POLLUTANT_SEPARATOR)
+    return (station, pollutant) if sep and pollutant in POLLUTANTS else (str(series_id), None)
+
+
+def _pollutant_frame(raw: pd.DataFrame, pollutant: str, chosen: list[str]) -> pd.DataFrame:
+    frame = _multisite_frame(raw, pollutant, [])
+    frame[SERIES_ID] = frame[SERIES_ID] + POLLUTANT_SEPARATOR + pollutant
+    # the first pollutant is the reference level: the indicators of the others are enough
+    for other in chosen[1:]:
+        frame[f"is_{other}"] = float(other == pollutant)
+    return frame
+
+
+def _adjacency(sensors: pd.DataFrame, max_km: float) -> pd.DataFrame:
+    if "pollutant" not in sensors.columns:
+        return distance_edges(sensors, max_km)
+    parts = [distance_edges(g, max_km) for _, g in sensors.groupby("pollutant", sort=False)]
+    return pd.concat(parts, ignore_index=True)
 
 
 def _multisite_frame(raw: pd.DataFrame, target: str, extra: list[str]) -> pd.DataFrame:
@@ -117,11 +153,14 @@ def _multisite_frame(raw: pd.DataFrame, target: str, extra: list[str]) -> pd.Dat
 
 
 def _station_sensors(coords_path: Path, values: pd.DataFrame) -> pd.DataFrame:
-    coords = pd.read_csv(coords_path).rename(
-        columns={"station": SERIES_ID, "latitude": "lat", "longitude": "lon"}
-    )
-    stations = pd.DataFrame({SERIES_ID: pd.unique(values[SERIES_ID])})
-    return stations.merge(coords[[SERIES_ID, "lat", "lon", "station_type"]], how="left")
+    coords = pd.read_csv(coords_path).rename(columns={"latitude": "lat", "longitude": "lon"})
+    ids = pd.unique(values[SERIES_ID])
+    parts = [split_series_id(sid) for sid in ids]
+    series = pd.DataFrame({SERIES_ID: ids, "station": [p[0] for p in parts]})
+    if any(p[1] for p in parts):
+        series["pollutant"] = [p[1] for p in parts]
+    out = series.merge(coords[["station", "lat", "lon", "station_type"]], how="left")
+    return out if "pollutant" in out.columns else out.drop(columns="station")
 
 
 def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:

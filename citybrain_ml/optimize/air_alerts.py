@@ -649,24 +649,74 @@ def calibration_report(
     return reliability_table(d[col], outcome, n_bins=n_bins), metrics
 
 
-def _decision_daily_aqi(ctx, live: pd.DataFrame, history: pd.DataFrame, freq: str):
-    """All-pollutant daily AQI for the alert table, or None (PM2.5-only categories).
+def split_pollutants(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Rows of a multi-pollutant frame (series ``<station>/<pollutant>``) by pollutant.
 
-    Used when the job puts the other pollutants' live forecasts on the context as
-    ``ctx.pollutant_forecasts`` (``{pollutant: forecast frame}``) and, optionally, their
-    observed hourly values as ``ctx.pollutant_history`` (``{pollutant: series_id,
-    timestamp, value}``); the job's own target is ``params.target_pollutant`` ("PM2.5").
+    Returns ``{pollutant: frame with series_id = station}``; an empty dict when the series
+    are plain station ids (a single-pollutant dataset).
     """
-    others = getattr(ctx, "pollutant_forecasts", None)
+    from citybrain_ml.data.air import split_series_id
+
+    if frame is None or frame.empty:
+        return {}
+    parts = [split_series_id(sid) for sid in frame[SERIES_ID]]
+    pollutants = pd.Series([p[1] for p in parts], index=frame.index)
+    if pollutants.isna().any():
+        return {}
+    stations = pd.Series([p[0] for p in parts], index=frame.index)
+    return {
+        str(name): rows.assign(**{SERIES_ID: stations[rows.index]}).reset_index(drop=True)
+        for name, rows in frame.groupby(pollutants, sort=True)
+    }
+
+
+def _one_pollutant_view(ctx, target: str):
+    """The decision's view of a multi-pollutant job: ``target``'s series drive exceedance and
+    the response plan, the other pollutants only the expected AQI.
+
+    Returns ``(ctx, other_forecasts, other_history)``; a single-pollutant job passes through
+    with any ``pollutant_forecasts`` / ``pollutant_history`` set on its context.
+    """
+    from dataclasses import replace
+
+    from citybrain_ml.data.schema import SeriesDataset
+
+    history = split_pollutants(ctx.dataset.values)
+    if not history:
+        return (
+            ctx,
+            getattr(ctx, "pollutant_forecasts", None) or {},
+            getattr(ctx, "pollutant_history", None) or {},
+        )
+    if target not in history:
+        raise ValueError(
+            f"air_alerts: target_pollutant {target!r} is not among the job's pollutants "
+            f"{sorted(history)}"
+        )
+    forecasts = split_pollutants(ctx.forecast)
+    scored = split_pollutants(ctx.scored)
+    dataset = SeriesDataset(history[target], ctx.dataset.freq, name=ctx.dataset.name)
+    main = replace(
+        ctx,
+        dataset=dataset,
+        forecast=forecasts.get(target, ctx.forecast.iloc[:0]),
+        scored=scored.get(target, pd.DataFrame()),
+    )
+    others = {k: v for k, v in forecasts.items() if k != target}
+    return main, others, {k: v for k, v in history.items() if k != target}
+
+
+def _decision_daily_aqi(
+    target: str, live: pd.DataFrame, history: pd.DataFrame, others, others_history, freq, end
+):
+    """All-pollutant daily AQI for the alert table, or None (target-only categories)."""
     if not others:
         return None
-    target = str(ctx.params.get("target_pollutant", "PM2.5"))
-    origin = {ORIGIN: pd.Timestamp(ctx.train_end)}
+    origin = {ORIGIN: pd.Timestamp(end)}
     forecasts = {target: live} | {
         name: fc if ORIGIN in fc.columns else fc.assign(**origin) for name, fc in others.items()
     }
-    observed = {target: history, **(getattr(ctx, "pollutant_history", None) or {})}
-    return expected_daily_aqi(forecasts, observed, freq)
+    return expected_daily_aqi(forecasts, {target: history, **others_history}, freq)
 
 
 def air_alerts_decision(ctx):
@@ -675,9 +725,11 @@ def air_alerts_decision(ctx):
     Params (config ``decisions: [{type: air_alerts, params: {...}}]``): ``threshold`` (75),
     ``alert_probability`` (0.5), ``decide_probability`` (0.5), ``window_days`` (None: all
     past residuals), ``min_residuals`` (20), ``n_bins`` (10), ``target_pollutant`` ("PM2.5").
-    When the context carries ``pollutant_forecasts`` (and ``pollutant_history``) for other
-    pollutants, the alert table's expected category is the all-pollutant daily AQI
-    (:func:`expected_daily_aqi`); otherwise it is the PM2.5-only category.
+    In a multi-pollutant job (series ``<station>/<pollutant>``, loader option ``targets``),
+    ``target_pollutant``'s series drive exceedance and the plan and the alert table's
+    expected category is the all-pollutant daily AQI (:func:`expected_daily_aqi`); the same
+    holds when a context carries ``pollutant_forecasts`` (and ``pollutant_history``).
+    Otherwise the category comes from PM2.5 alone.
 
     Returns
     -------
@@ -690,6 +742,8 @@ def air_alerts_decision(ctx):
     from citybrain_ml.optimize.decisions import DecisionOutput
 
     p = dict(ctx.params)
+    target = str(p.get("target_pollutant", "PM2.5"))
+    ctx, others, others_history = _one_pollutant_view(ctx, target)
     threshold = float(p.get("threshold", 75.0))
     thresholds = sorted({threshold, *PLAN_THRESHOLDS})
     history, freq = ctx.dataset.values, ctx.dataset.freq
@@ -710,7 +764,7 @@ def air_alerts_decision(ctx):
         probs,
         threshold,
         float(p.get("alert_probability", 0.5)),
-        _decision_daily_aqi(ctx, live, history, freq),
+        _decision_daily_aqi(target, live, history, others, others_history, freq, ctx.train_end),
     )
     plan = response_plan(probs, float(p.get("decide_probability", 0.5)))
     past = rolling_exceedance(
