@@ -182,12 +182,29 @@ def test_response_plan_levels_and_ranking():
     assert clean_likely == "III"  # P(> 75) = 1, P(> 115) = 0
     assert plan.set_index(["station", "lead_day"]).loc[("heavy", 1), "likely_level"] == "VI"
     assert plan["action"].str.len().gt(0).all()
-    assert (
-        aa.episode_alert_level(
-            {150: np.ones(3), 200: np.ones(1), 300: np.zeros(1), 500: np.zeros(1)}
-        )
-        == "yellow"
-    )
+
+    # MEP 2017 grading: one day > 200 is blue, two are yellow, three with one > 300 orange,
+    # four with two > 300 red; days above 150 alone raise no episode alert
+    def level(n200, n300=0, n500=0, rules=aa.ALERT_RULES):
+        flags = {150: np.ones(4), 200: np.r_[np.ones(n200), np.zeros(4 - n200)]}
+        flags |= {300: np.r_[np.ones(n300), np.zeros(4 - n300)], 500: np.ones(n500)}
+        return aa.episode_alert_level(flags, rules)
+
+    assert [level(0), level(1), level(2), level(3), level(3, 1), level(4, 2)] == [
+        "none",
+        "blue",
+        "yellow",
+        "yellow",
+        "orange",
+        "red",
+    ]
+    assert level(1, 1, 1) == "red"  # AQI reaching 500 on one day
+    three = aa.ALERT_RULES_THREE_LEVEL
+    assert [level(1, rules=three), level(3, rules=three), level(4, 2, rules=three)] == [
+        "none",
+        "orange",
+        "red",
+    ]
 
 
 # ---------------------------------------------------------------------- future covariates

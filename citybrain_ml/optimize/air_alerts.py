@@ -28,10 +28,16 @@ Daily categories follow HJ 633-2012 Table 2 via the PM2.5 24-h IAQI -- a PM2.5-o
 bound of the AQI -- unless forecasts of the other pollutants are given: then
 :func:`expected_daily_aqi` computes the daily AQI over all forecast pollutants (24-h means,
 O3 daily maximum 1-h and 8-h values) and :func:`alert_table` reports that category. The
-episode alert levels (blue/yellow/orange/red) follow the pattern of the national guidance on
-heavy-pollution emergency plans (counts of consecutive forecast days with AQI > 150/200/300);
-the default rules are in :data:`ALERT_RULES` and can be replaced -- check them against the
-city's own plan before operational use.
+episode alert levels follow the national heavy-pollution warning grading standard issued by
+the Ministry of Environmental Protection with the 2017 revision of the emergency-plan
+guidance (:data:`ALERT_RULES`): blue -- forecast daily AQI > 200 (one day); yellow -- > 200
+for 2 days or more; orange -- > 200 for 3 days and > 300 on at least one; red -- > 200 for 4
+days and > 300 for 2, or AQI reaching 500. Many cities later adopted a three-level form
+without blue (:data:`ALERT_RULES_THREE_LEVEL`: yellow 2 days > 200, orange 3 days > 200, red
+4 days > 200 and 2 days > 300, or 500). Rules are data and can be replaced by the city's own
+plan. Differences from the standard, by design: "days" are calendar days counted over the
+forecast window (the standard allows rolling 24-h means across midnight), and a day counts
+as above a level when its exceedance probability reaches ``decide_probability``.
 """
 
 from __future__ import annotations
@@ -90,14 +96,22 @@ class AlertRule:
 
 
 # Checked from the most severe down; the first rule that holds gives the level.
+# MEP heavy-pollution warning grading standard (2017 emergency-plan revision), four levels.
 ALERT_RULES = (
     AlertRule("red", ((4, 200), (2, 300))),
     AlertRule("red", ((1, 500),)),
     AlertRule("orange", ((3, 200), (1, 300))),
     AlertRule("yellow", ((2, 200),)),
-    AlertRule("yellow", ((3, 150),)),
     AlertRule("blue", ((1, 200),)),
 )
+# The three-level form many city plans use (no blue; orange needs no day above 300).
+ALERT_RULES_THREE_LEVEL = (
+    AlertRule("red", ((4, 200), (2, 300))),
+    AlertRule("red", ((1, 500),)),
+    AlertRule("orange", ((3, 200),)),
+    AlertRule("yellow", ((2, 200),)),
+)
+RULE_SETS = {"mep2017": ALERT_RULES, "three_level": ALERT_RULES_THREE_LEVEL}
 ALERT_ORDER = {"none": 0, "blue": 1, "yellow": 2, "orange": 3, "red": 4}
 
 
@@ -719,12 +733,22 @@ def _decision_daily_aqi(
     return expected_daily_aqi(forecasts, {target: history, **others_history}, freq)
 
 
+def _rules(params: dict):
+    name = str(params.get("alert_rules", "mep2017"))
+    if name not in RULE_SETS:
+        raise ValueError(
+            f"air_alerts: alert_rules must be one of {sorted(RULE_SETS)}, got {name!r}"
+        )
+    return RULE_SETS[name]
+
+
 def air_alerts_decision(ctx):
     """Decision plug-in ``air_alerts``: alert table, response plan and calibration report.
 
     Params (config ``decisions: [{type: air_alerts, params: {...}}]``): ``threshold`` (75),
     ``alert_probability`` (0.5), ``decide_probability`` (0.5), ``window_days`` (None: all
-    past residuals), ``min_residuals`` (20), ``n_bins`` (10), ``target_pollutant`` ("PM2.5").
+    past residuals), ``min_residuals`` (20), ``n_bins`` (10), ``target_pollutant`` ("PM2.5"),
+    ``alert_rules`` ("mep2017" or "three_level", see :data:`RULE_SETS`).
     In a multi-pollutant job (series ``<station>/<pollutant>``, loader option ``targets``),
     ``target_pollutant``'s series drive exceedance and the plan and the alert table's
     expected category is the all-pollutant daily AQI (:func:`expected_daily_aqi`); the same
@@ -766,7 +790,7 @@ def air_alerts_decision(ctx):
         float(p.get("alert_probability", 0.5)),
         _decision_daily_aqi(target, live, history, others, others_history, freq, ctx.train_end),
     )
-    plan = response_plan(probs, float(p.get("decide_probability", 0.5)))
+    plan = response_plan(probs, float(p.get("decide_probability", 0.5)), _rules(p))
     past = rolling_exceedance(
         scored, [threshold], p.get("window_days"), int(p.get("min_residuals", 20))
     )
