@@ -333,3 +333,46 @@ def test_cqr_scores_are_kept_per_covariate_mode(df):
     assert (fc["covariate_mode"] == "future").all()
     lo, hi = quantile_column(0.1), quantile_column(0.9)
     assert (fc[lo] <= fc["yhat"]).all() and (fc["yhat"] <= fc[hi]).all()
+
+
+def _two_noise_levels(n_steps: int = 24 * 40) -> pd.DataFrame:
+    """Series "<i>/calm" (log-noise sd 0.05) and "<i>/wild" (sd 0.6) with the same daily cycle."""
+    rng = np.random.default_rng(9)
+    t = np.arange(n_steps)
+    level = 40 + 10 * np.sin(2 * np.pi * t / 24)
+    stamps = pd.date_range("2024-01-01", periods=n_steps, freq="h")
+    frames = [
+        pd.DataFrame(
+            {
+                "series_id": f"s{i}/{kind}",
+                "timestamp": stamps,
+                "value": level * np.exp(sd * rng.standard_normal(n_steps)),
+            }
+        )
+        for kind, sd in (("calm", 0.05), ("wild", 0.6))
+        for i in range(3)
+    ]
+    return pd.concat(frames, ignore_index=True).sort_values(["series_id", "timestamp"])
+
+
+def test_calibration_groups_correct_each_group_on_its_own():
+    df = _two_noise_levels().reset_index(drop=True)
+    train = df[df["timestamp"] < pd.Timestamp("2024-01-31")]
+    kw = dict(CQR, calibration_steps=24 * 10, min_child_samples=30, num_leaves=15)
+    pooled = LightGBMForecaster(**kw).fit(train)
+    grouped = LightGBMForecaster(calibration_groups="/(.+)$", **kw).fit(train)
+    assert set(grouped.cqr_group_scores_["history"]) == {"calm", "wild"}
+    origins = pd.DatetimeIndex(np.sort(df["timestamp"].unique())[24 * 30 : -3 : 2])
+    lo, hi = quantile_column(0.05), quantile_column(0.95)
+
+    def coverage(model) -> pd.Series:
+        fc = model.historical_forecasts(df, origins, 3).merge(df, on=["series_id", "timestamp"])
+        inside = (fc["value"] >= fc[lo]) & (fc["value"] <= fc[hi])
+        return inside.groupby(fc["series_id"].str.split("/").str[1]).mean()
+
+    p, g = coverage(pooled), coverage(grouped)
+    # per-group corrections land near 90% for each kind; the pooled one is further off
+    assert g.between(0.84, 0.97).all(), (p, g)
+    assert (g - 0.9).abs().max() < (p - 0.9).abs().max(), (p, g)
+    with pytest.raises(ValueError, match="exactly one capture group"):
+        LightGBMForecaster(calibration_groups="/.+$", **kw).fit(train)

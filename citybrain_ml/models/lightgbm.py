@@ -181,6 +181,13 @@ class LightGBMForecaster(Forecaster):
         True: after calibrating on the tail, refit on all the data (two fits). False: keep
         the clone fitted without the tail as the model (one fit; the tail then only
         calibrates, and forecasts still start from the full history).
+    calibration_groups : str, optional
+        Regular expression with one capture group, applied to ``series_id``: the quantile
+        pairs (CQR) are calibrated separately per captured group, e.g. ``"/(.+)$"`` = per
+        pollutant in a multi-pollutant dataset (series ``<station>/<pollutant>``), where
+        one pooled correction would leave one pollutant's intervals too narrow and
+        another's too wide. Series that do not match, or groups without calibration
+        scores, use the pooled correction.
 
     Notes
     -----
@@ -232,6 +239,7 @@ class LightGBMForecaster(Forecaster):
         n_jobs: int = 2,
         calibration_steps: int | None = None,
         calibration_refit: bool = True,
+        calibration_groups: str | None = None,
     ):
         self.horizon = horizon
         self.lags = lags
@@ -268,6 +276,7 @@ class LightGBMForecaster(Forecaster):
         self.n_jobs = n_jobs
         self.calibration_steps = calibration_steps
         self.calibration_refit = calibration_refit
+        self.calibration_groups = calibration_groups
 
     # ------------------------------------------------------------------ history sizes
     @property
@@ -355,7 +364,14 @@ class LightGBMForecaster(Forecaster):
 
     def _adopt(self, clone: LightGBMForecaster) -> None:
         """Take the learned state of the calibration clone instead of refitting."""
-        keep = {"freq_", "series_ids_", "conformal_scores_", "cqr_scores_", "history_"}
+        keep = {
+            "freq_",
+            "series_ids_",
+            "conformal_scores_",
+            "cqr_scores_",
+            "cqr_group_scores_",
+            "history_",
+        }
         for name, value in vars(clone).items():
             if name.endswith("_") and name not in keep:
                 setattr(self, name, value)
@@ -739,9 +755,12 @@ class LightGBMForecaster(Forecaster):
         Same split as :meth:`Forecaster._calibrate` (clone fitted without the last
         ``calibration_steps`` steps, at most ~200 origins over the tail), done here because
         the quantile columns and the future-mode forecasts are needed too. Sets
-        ``cqr_scores_`` = ``{mode: {(q_lo, q_hi): {step: sorted scores}}}``.
+        ``cqr_scores_`` = ``{mode: {(q_lo, q_hi): {step: sorted scores}}}`` and, with
+        ``calibration_groups``, ``cqr_group_scores_`` = ``{mode: {group: <same>}}``.
         """
+        self._check_calibration_groups()
         self.cqr_scores_ = {}
+        self.cqr_group_scores_ = {}
         size = self._calibration_size(df)
         times = np.sort(df[TIMESTAMP].unique())
         horizon = self._max_horizon()
@@ -763,6 +782,11 @@ class LightGBMForecaster(Forecaster):
             if fc.empty:
                 continue
             self.cqr_scores_[mode] = self._cqr_scores(fc)
+            if self.calibration_groups:
+                groups = self._calibration_group(fc[SERIES_ID])
+                self.cqr_group_scores_[mode] = {
+                    str(g): self._cqr_scores(part) for g, part in fc.groupby(groups)
+                }
             if point is None:  # the base-class intervals stay history-mode, as documented
                 err = (fc[VALUE] - fc[YHAT]).abs()
                 point = {int(h): np.sort(e.to_numpy()) for h, e in err.groupby(fc[HORIZON_STEP])}
@@ -821,13 +845,13 @@ class LightGBMForecaster(Forecaster):
         scores = getattr(self, "cqr_scores_", None)
         if not scores or not self._cqr_pairs():
             return frame
+        groups = self._calibration_group(frame[SERIES_ID]) if self._grouped() else None
         for q_lo, q_hi in self._cqr_pairs():
             shift = np.zeros(len(frame))
+            level = 100 * (q_hi - q_lo)
             for mode, rows in (("history", ~covered), ("future", covered)):
-                table = (scores.get(mode) or scores.get("history") or {}).get((q_lo, q_hi))
-                if table and rows.any():
-                    level = 100 * (q_hi - q_lo)
-                    shift[rows] = conformal_quantile(table[_nearest(table, step)], level)
+                for where, table in self._cqr_tables(mode, (q_lo, q_hi), rows, groups):
+                    shift[where] = conformal_quantile(table[_nearest(table, step)], level)
             lo, hi = quantile_column(q_lo), quantile_column(q_hi)
             lo_new = self._cqr_inverse(self._cqr_forward(frame[lo]) - shift)
             hi_new = self._cqr_inverse(self._cqr_forward(frame[hi]) + shift)
@@ -837,6 +861,47 @@ class LightGBMForecaster(Forecaster):
         cols = [quantile_column(q) for q in sorted({float(q) for q in self.quantiles})]
         frame[cols] = np.sort(frame[cols].to_numpy(), axis=1)  # nested pairs stay ordered
         return frame
+
+    def _cqr_tables(self, mode: str, pair, rows: np.ndarray, groups):
+        """``(row mask, step -> scores)`` pairs covering ``rows``: per group where calibrated."""
+        pooled = (self.cqr_scores_.get(mode) or self.cqr_scores_.get("history") or {}).get(pair)
+        if not rows.any():
+            return []
+        if groups is None:
+            return [(rows, pooled)] if pooled else []
+        by_group = self.cqr_group_scores_.get(mode) or self.cqr_group_scores_.get("history") or {}
+        out, rest = [], rows.copy()
+        for name, tables in by_group.items():
+            where = rows & (groups == name)
+            if where.any() and tables.get(pair):
+                out.append((where, tables[pair]))
+                rest &= ~where
+        if rest.any() and pooled:
+            out.append((rest, pooled))
+        return out
+
+    def _check_calibration_groups(self) -> None:
+        import re
+
+        if not self.calibration_groups:
+            return
+        try:
+            groups = re.compile(self.calibration_groups).groups
+        except re.error as exc:
+            raise ValueError(f"calibration_groups is not a regular expression: {exc}") from exc
+        if groups != 1:
+            raise ValueError(
+                f"calibration_groups needs exactly one capture group, got {groups}: "
+                f"{self.calibration_groups!r} (e.g. '/(.+)$')"
+            )
+
+    def _grouped(self) -> bool:
+        return bool(self.calibration_groups and getattr(self, "cqr_group_scores_", None))
+
+    def _calibration_group(self, series_ids: pd.Series) -> np.ndarray:
+        """The ``calibration_groups`` capture of each series id ("" where it does not match)."""
+        found = pd.Series(series_ids).astype(str).str.extract(self.calibration_groups, expand=False)
+        return found.fillna("").astype(str).to_numpy(dtype=object)
 
     # ------------------------------------------------------------------ introspection
     def feature_importance(self, by_step: bool = False) -> pd.DataFrame:
