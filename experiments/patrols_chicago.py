@@ -12,8 +12,11 @@ Accidents (``--accident``): the GSNet 20x20 hourly grid (cells have no coordinat
 spacing, radius in cells), 6/2/2 time split, test = the first ``--accident-hours`` hours of
 the test part.
 
-Run:  .venv/bin/python experiments/patrols_chicago.py [--accident]
-Writes experiments/results/patrols_chicago.md and patrols_chicago.csv.
+Run:  .venv/bin/python experiments/patrols_chicago.py [--accident [--accident-p 8 16]
+      [--accident-radius 2] [--accident-hours 336]]
+Writes experiments/results/patrols_chicago.md and patrols_chicago.csv: the crime section
+always, the accident section after it when ``--accident`` is given (each run rewrites both
+files, so run with ``--accident`` to keep the accident section).
 """
 
 from __future__ import annotations
@@ -83,10 +86,11 @@ def accident_config(hours: int) -> PatrolsJobConfig:
     )
 
 
-def table(summary: pd.DataFrame) -> list[str]:
+def table(summary: pd.DataFrame, period: str = "day") -> list[str]:
+    """Markdown rows of a coverage summary; ``period`` names the scoring period."""
     lines = [
-        "| p | radius | method | coverage (pooled) | mean daily | gain vs hist. rate (95% CI) "
-        "| periods >= hist. rate |",
+        f"| p | radius | method | coverage (pooled) | mean per {period} | gain vs hist. rate "
+        f"(95% CI) | {period}s >= hist. rate |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in summary.itertuples():
@@ -109,11 +113,26 @@ def markdown(df: pd.DataFrame) -> list[str]:
     return [head, rule, *body]
 
 
+def _accident_flags(args) -> str:
+    if not args.accident:
+        return ""
+    return (
+        f" --accident --accident-hours {args.accident_hours} --accident-p "
+        f"{' '.join(map(str, args.accident_p))} --accident-radius {args.accident_radius:g}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "patrols_chicago.yaml"))
     parser.add_argument("--accident", action="store_true", help="also the hourly accident grid")
     parser.add_argument("--accident-hours", type=int, default=24 * 14)
+    parser.add_argument(
+        "--accident-p", type=int, nargs="+", default=[8, 16], help="units placed (accidents)"
+    )
+    parser.add_argument(
+        "--accident-radius", type=float, default=2.0, help="coverage radius in cells (accidents)"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -123,8 +142,8 @@ def main() -> None:
     lines = [
         "# Response-unit placement on Chicago incident risk",
         "",
-        f"Command: `.venv/bin/python experiments/patrols_chicago.py"
-        f"{' --accident' if args.accident else ''}`. Settings: `{Path(args.config).name}`.",
+        f"Command: `.venv/bin/python experiments/patrols_chicago.py{_accident_flags(args)}`. "
+        f"Settings: `{Path(args.config).name}`.",
         "",
         "## Crime, 3 km cells x day",
         "",
@@ -146,7 +165,8 @@ def main() -> None:
     frames = [summary]
     if args.accident:
         acfg = accident_config(args.accident_hours)
-        asum, aerr, an = evaluate(acfg, [(8, 2.0), (16, 2.0)])
+        agrid = [(p, args.accident_radius) for p in args.accident_p]
+        asum, aerr, an = evaluate(acfg, agrid)
         asum.insert(0, "dataset", "chicago_accident_20x20_hour")
         frames.append(asum)
         lines += [
@@ -155,10 +175,12 @@ def main() -> None:
             "",
             "Data: chicago_accident_risk_gsnet_grid (severity-weighted risk). Models fitted "
             f"on the first 80% of hours (6/2/2 split: train + validation); test: the first {an} "
-            "hours of the last 20%. Cells have no "
-            "coordinates: unit spacing, radius in cells (2 = a 5x5 diamond-ish disc).",
+            "hours of the last 20%, each forecast one hour ahead. historical_rate = trailing "
+            f"{acfg.evaluation.lookback}-hour mean per cell. Cells have no "
+            "coordinates: unit spacing, radius in cells (2 = a 5x5 diamond-ish disc). "
+            "Score: share of the hour's actual risk within the radius of a unit.",
             "",
-            *table(asum),
+            *table(asum, period="hour"),
             "",
             *markdown(aerr),
         ]

@@ -16,12 +16,16 @@ from citybrain_ml.optimize.simulation import (
     Actuator,
     FlowForecast,
     Intersection,
+    Movement,
     PlanController,
+    choose_advanced_max_pressure,
     choose_max_pressure,
     clearance_state,
     link_flows_to_phase_table,
     load_signals_config,
+    movement_groups,
     program_table,
+    reach_lanes,
     read_tls_programs,
     read_tripinfo,
     trip_metrics,
@@ -122,6 +126,68 @@ def test_max_pressure_keeps_current_green_on_a_tie(cross):
     # green0: 1 + (1-0) = 2; green1: 1 + (1-0) = 2
     assert choose_max_pressure(cross, counts, current=1) == 1
     assert choose_max_pressure(cross, counts, current=0) == 0
+
+
+def test_movement_groups_join_links_by_edge_pair():
+    links = [
+        [("n_0", "s_0", ":j_0")],
+        [("n_1", "s_1", ":j_1")],  # second lane of the same N->S movement
+        [("e_0", "w_0", ":j_2")],
+    ]
+    node = Intersection("J", ["GGr", "rrG"], links)
+    groups = movement_groups(node)
+    assert groups[0] == [Movement(("n_0", "n_1"), ("s_0", "s_1"))]
+    assert groups[1] == [Movement(("e_0",), ("w_0",))]
+
+
+@pytest.fixture
+def two_greens() -> list[list[Movement]]:
+    """Green 0 serves a two-lane N->S movement, green 1 a one-lane E->W movement."""
+    return [[Movement(("n_0", "n_1"), ("s_0",))], [Movement(("e_0",), ("w_0",))]]
+
+
+def test_advanced_max_pressure_averages_queues_per_lane(two_greens):
+    # N->S: (6 + 2) / 2 - 0 = 4 per lane; E->W: 5 - 0 = 5 -> green 1, although N->S holds more
+    queues = {"n_0": 6, "n_1": 2, "e_0": 5}
+    assert choose_advanced_max_pressure(two_greens, queues, {}, current=None) == 1
+    queues["w_0"] = 2  # E->W: 5 - 2 = 3 < 4
+    assert choose_advanced_max_pressure(two_greens, queues, {}, current=1) == 0
+
+
+def test_advanced_max_pressure_keeps_green_while_a_platoon_arrives(two_greens):
+    queues = {"e_0": 3}  # E->W is the only queue: pressure 3 against 0
+    platoon = {"n_0": 4, "n_1": 4}  # 4 per lane running towards the N stop line
+    assert choose_advanced_max_pressure(two_greens, queues, platoon, current=0) == 0
+    # the platoon has passed (1 per lane left < 3): switch to the queue
+    assert choose_advanced_max_pressure(two_greens, queues, {"n_0": 1, "n_1": 1}, current=0) == 1
+
+
+def test_advanced_max_pressure_ignores_movements_into_a_full_lane(two_greens):
+    queues = {"n_0": 2, "n_1": 2, "e_0": 9}
+    assert choose_advanced_max_pressure(two_greens, queues, {}, current=0) == 1
+    # W exit is jammed: E->W vehicles could not leave, so serve N->S
+    assert choose_advanced_max_pressure(two_greens, queues, {}, current=0, full={"w_0"}) == 0
+    with pytest.raises(ValueError, match="no green"):
+        choose_advanced_max_pressure([], queues, {}, current=None)
+
+
+def test_advanced_max_pressure_settings_are_checked():
+    from citybrain_ml.optimize.simulation import AdvancedMaxPressureController
+
+    with pytest.raises(ValueError, match="max_green_s"):
+        AdvancedMaxPressureController(min_green_s=10, max_green_s=5)
+    with pytest.raises(ValueError, match="spill_ratio"):
+        AdvancedMaxPressureController(spill_ratio=1.5)
+    assert AdvancedMaxPressureController(max_green_s=None).max_green_s == math.inf
+
+
+def test_reach_lanes_walks_upstream_until_the_detection_depth():
+    # a 1 m signal lane "s" fed by "a" (40 m), fed by "b" (80 m) and "c" (behind a signal)
+    pred = {"s": ["a"], "a": ["b", "c"], "b": ["d"]}
+    lengths = {"s": 1.0, "a": 40.0, "b": 80.0, "c": 30.0, "d": 50.0}
+    chain = reach_lanes("s", pred, lengths, detect_m=100.0, blocked={"c"})
+    assert chain == [("s", 0.0), ("a", 1.0), ("b", 41.0)]  # d starts 121 m back: too far
+    assert reach_lanes("s", pred, lengths, detect_m=0.0) == [("s", 0.0)]
 
 
 def test_link_flows_share_a_link_among_every_green_that_serves_it():
@@ -257,7 +323,7 @@ def test_short_cologne1_run_all_controllers(tmp_path, monkeypatch):
     assert "max_pressure" in summary and "MLflow run" in summary
     metrics = pd.read_csv(tmp_path / "out" / "metrics_by_seed.csv")
     assert set(metrics["controller"]) == {"fixed_time", "webster", "max_pressure",
-                                          "forecast_webster"}  # fmt: skip
+                                          "advanced_max_pressure", "forecast_webster"}  # fmt: skip
     assert (metrics["throughput_veh"] > 0).all()
     assert np.isfinite(metrics["delay_s"]).all() and (metrics["delay_s"] >= 0).all()
     plans = pd.read_csv(tmp_path / "out" / "plan_webster.csv")
@@ -269,3 +335,23 @@ def test_short_cologne1_run_all_controllers(tmp_path, monkeypatch):
     assert history["time_s"].nunique() == 5  # re-planned at 0, 60, ..., 240 s
     for name in ("plan_webster.json", "delay_by_controller.png", "plan_fixed_time.csv"):
         assert (tmp_path / "out" / name).is_file()
+
+
+@needs_sumo
+def test_short_cologne1_run_advanced_max_pressure():
+    """300 s of cologne1 under Advanced-MP: RESCO metrics come out for every trip."""
+    from citybrain_ml.optimize.simulation import (
+        AdvancedMaxPressureController,
+        Scenario,
+        simulate,
+    )
+
+    controller = AdvancedMaxPressureController()
+    res = simulate(Scenario.resco("cologne1", duration_s=300), controller, seed=1)
+    m = res.metrics
+    assert m["throughput_veh"] > 0 and m["not_inserted_veh"] >= 0
+    assert np.isfinite(m["delay_s"]) and m["delay_s"] >= 0
+    assert len(res.trips) == m["throughput_veh"] + m["unfinished_veh"]
+    # the detectors read at least the signal's own lanes
+    chains = controller._detectors.upstream
+    assert chains and all(chain[0] == (lane, 0.0) for lane, chain in chains.items())
