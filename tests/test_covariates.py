@@ -207,7 +207,7 @@ def test_batch_scoring_runs_air_alerts_calibrated_on_past_forecasts(tmp_path, mo
     )
     result = run_train(cfg, progress=False)
     model = result.outcomes[0].model
-    values = load_beijing_multisite(SAMPLES).values
+    values = load_beijing_multisite(SAMPLES, **cfg.data.options).values
     as_of = pd.Timestamp("2016-03-10 23:00")
     history = values[values["timestamp"] <= as_of]
     past = past_forecasts(model, history, as_of, max_days=5)
@@ -227,5 +227,6 @@ def test_batch_scoring_runs_air_alerts_calibrated_on_past_forecasts(tmp_path, mo
     )
     alerts = pd.read_csv(run.folder / "air_alerts.csv")
     assert set(alerts["station"]) == {"Aotizhongxin", "Dongsi"}
+    assert "primary_pollutant" in alerts.columns  # the quickstart forecasts four pollutants
     assert alerts["probability"].between(0, 1).all()
     assert (run.folder / "air_response_plan.csv").is_file()
