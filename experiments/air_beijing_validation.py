@@ -95,7 +95,6 @@ def main() -> None:
     values = interpolate_short_gaps(values, 3, columns=COVARIATES)
     values = values.drop(columns=[c for c in values if c.endswith("_imputed")])
     adjacency = distance_edges(ds.sensors[ds.sensors["series_id"].isin(keep)], 40.0)
-    fit_df = values[values["timestamp"] <= VALID_ORIGIN]
     calib_steps = int((VALID_ORIGIN - FIT_END) / pd.Timedelta(hours=1))
     times = pd.DatetimeIndex(np.sort(values["timestamp"].unique()))
     last = times.get_loc(VALID_END) - HORIZON
@@ -139,19 +138,9 @@ def main() -> None:
         with_pollutants = pollutant_frame(args, keep, values)
         for name, (extra, pollutants) in variants.items():
             data = with_pollutants if pollutants else values
-            model = lightgbm(
-                args,
-                adjacency,
-                future=False,
-                direct_max_train_rows=args.direct_rows,
-                calibration_steps=calib_steps,
-                calibration_refit=False,
-                **extra,
+            frames[name], fit_s[name] = validate_lightgbm(
+                args, adjacency, calib_steps, data, orig, extra
             )
-            start = time.perf_counter()
-            model.fit(data[data["timestamp"] <= VALID_ORIGIN], freq="h")
-            fit_s[name] = time.perf_counter() - start
-            frames[name] = model.historical_forecasts(data, orig, HORIZON)
             log(f"{name}: fit+calibrate {fit_s[name]:.0f} s")
         write_table(args, frames, fit_s, truth, keep, orig, "air_beijing_validation_history.md")
         return
@@ -159,21 +148,29 @@ def main() -> None:
         f"hybrid_{k}": {"strategy": "hybrid", "direct_steps": k} for k in args.direct_steps
     }
     for name, extra in configs.items():
-        model = lightgbm(
-            args,
-            adjacency,
-            future=False,
-            direct_max_train_rows=args.direct_rows,
-            calibration_steps=calib_steps,
-            calibration_refit=False,
-            **extra,
+        frames[name], fit_s[name] = validate_lightgbm(
+            args, adjacency, calib_steps, values, orig, extra
         )
-        start = time.perf_counter()
-        model.fit(fit_df, freq="h")
-        fit_s[name] = time.perf_counter() - start
-        frames[name] = model.historical_forecasts(values, orig, HORIZON)
         log(f"{name}: fit+calibrate {fit_s[name]:.0f} s")
     write_table(args, frames, fit_s, truth, keep, orig, "air_beijing_validation.md")
+
+
+def validate_lightgbm(args, adjacency, calib_steps, data, orig, extra):
+    """Fit the history-mode LightGBM (+ ``extra`` settings) up to the validation origin;
+    returns its validation forecasts and the fit + calibration seconds."""
+    model = lightgbm(
+        args,
+        adjacency,
+        future=False,
+        direct_max_train_rows=args.direct_rows,
+        calibration_steps=calib_steps,
+        calibration_refit=False,
+        **extra,
+    )
+    start = time.perf_counter()
+    model.fit(data[data["timestamp"] <= VALID_ORIGIN], freq="h")
+    seconds = time.perf_counter() - start
+    return model.historical_forecasts(data, orig, HORIZON), seconds
 
 
 def pollutant_frame(args, keep, values: pd.DataFrame) -> pd.DataFrame:
