@@ -230,3 +230,14 @@ def test_batch_scoring_runs_air_alerts_calibrated_on_past_forecasts(tmp_path, mo
     assert "primary_pollutant" in alerts.columns  # the quickstart forecasts four pollutants
     assert alerts["probability"].between(0, 1).all()
     assert (run.folder / "air_response_plan.csv").is_file()
+
+
+@pytest.mark.parametrize("name", ["last_value", "seasonal_naive", "sarimax", "ets"])
+def test_observed_covariates_are_ignored_by_models_that_do_not_read_them(windy, name):
+    from citybrain_ml.models import make_model
+
+    model = make_model(name, horizon=2, calibration_steps=0)
+    kw = dict(test_start="2024-01-28", horizon=2, stride=12)
+    plain = evaluate_protocol(model, windy, **kw)
+    observed = evaluate_protocol(model, windy, future_covariates="observed", **kw)
+    pd.testing.assert_frame_equal(plain.forecasts, observed.forecasts)

@@ -759,9 +759,9 @@ class SARIMAXForecaster(_PerSeriesStateSpace):
             if missing:
                 raise ValueError(f"historical_forecasts frame lacks exog column(s) {missing}")
             self.exog_source_ = "persisted" if self.exog_future == "persist" else "covariates"
+        if not cols:
+            covariates = None  # nothing to read: history-only, like the other models
         if covariates is not None:
-            if not cols:
-                raise ValueError("covariates given but the model has no exog columns")
             lacking = [c for c in (SERIES_ID, TIMESTAMP, *cols) if c not in covariates.columns]
             if lacking:
                 raise ValueError(f"covariates frame lacks column(s) {lacking}")
