@@ -149,6 +149,7 @@ def run_train(cfg: JobConfig, progress: bool = True, write_outputs: bool = True)
     configure_tracking(cfg.tracking.tracking_uri, cfg.tracking.experiment)
     set_seed(cfg.seed)
     ds = load_job_data(cfg)
+    future = job_future_covariates(cfg)  # read (and checked) before any run starts
     with mlflow.start_run(run_name=cfg.name) as parent:
         mlflow.set_tag("job", "train")
         # hashed once: every model run of the job logs the same fingerprint
@@ -156,7 +157,7 @@ def run_train(cfg: JobConfig, progress: bool = True, write_outputs: bool = True)
         log_lineage(ds, cfg.model_dump(mode="json"), cfg.seed, lineage)
         result = JobResult(cfg.name, parent.info.run_id)
         for mcfg in cfg.models:
-            outcome = _train_one(cfg, mcfg, ds, lineage, progress, final_fit=write_outputs)
+            outcome = _train_one(cfg, mcfg, ds, lineage, progress, write_outputs, future)
             result.outcomes.append(outcome)
         best = min(result.outcomes, key=lambda o: o.score)
         result.best = best.label
@@ -175,7 +176,13 @@ def run_train(cfg: JobConfig, progress: bool = True, write_outputs: bool = True)
 
 
 def _train_one(
-    cfg: JobConfig, mcfg, ds: SeriesDataset, lineage: dict, progress: bool, final_fit: bool
+    cfg: JobConfig,
+    mcfg,
+    ds: SeriesDataset,
+    lineage: dict,
+    progress: bool,
+    final_fit: bool,
+    future: pd.DataFrame | None = None,
 ) -> ModelOutcome:
     import mlflow
 
@@ -213,7 +220,6 @@ def _train_one(
         mlflow.log_metric("fit_seconds", outcome.fit_seconds)
         log_review_artifacts(model, mcfg.type, metrics, scored)
         levels = cfg.levels if model.conformal_scores_ else None
-        future = job_future_covariates(cfg)
         outcome.forecast = model.predict(cfg.horizon, covariates=future, levels=levels)
         mlflow.set_tag("forecast_covariate_mode", forecast_mode(outcome.forecast))
         if cfg.output.privacy_k is None:

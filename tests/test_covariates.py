@@ -241,3 +241,15 @@ def test_observed_covariates_are_ignored_by_models_that_do_not_read_them(windy, 
     plain = evaluate_protocol(model, windy, **kw)
     observed = evaluate_protocol(model, windy, future_covariates="observed", **kw)
     pd.testing.assert_frame_equal(plain.forecasts, observed.forecasts)
+
+
+def test_missing_weather_file_fails_before_any_run(tmp_path, monkeypatch):
+    from citybrain_ml.jobs import run_train
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(FileNotFoundError, match="no_such_weather.csv"):
+        run_train(_air_job(tmp_path, str(tmp_path / "no_such_weather.csv")), progress=False)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments) == []
