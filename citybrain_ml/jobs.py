@@ -43,11 +43,34 @@ class JobResult:
     output_files: list[Path] = field(default_factory=list)
 
     def leaderboard(self) -> pd.DataFrame:
+        """Models by evaluation score, with why each was kept or not (and what auto chose)."""
         rows = [
             {"model": o.label, "score": o.score, "fit_seconds": o.fit_seconds}
             for o in self.outcomes
         ]
-        return pd.DataFrame(rows).sort_values("score").reset_index(drop=True)
+        board = pd.DataFrame(rows).sort_values("score").reset_index(drop=True)
+        best = board["score"].iloc[0] if len(board) else float("nan")
+        notes = {o.label: _auto_note(o.model) for o in self.outcomes}
+        board["why"] = [
+            ("best score" if s == best else f"score {s / best - 1:+.1%} vs best" if best else "")
+            + notes.get(m, "")
+            for m, s in zip(board["model"], board["score"], strict=True)
+        ]
+        return board
+
+
+def _auto_note(model) -> str:
+    """'; auto chose h1-2 seasonal_naive_day, ...' for an auto model, '' otherwise."""
+    selected = getattr(model, "selected_", None)
+    if not selected:
+        return ""
+    from citybrain_ml.models.auto import _ranges
+
+    by_model: dict[str, list[int]] = {}
+    for h, label in selected.items():
+        by_model.setdefault(label, []).append(int(h))
+    chose = ", ".join(f"h{_ranges(sorted(v))} {k}" for k, v in by_model.items())
+    return f"; auto chose {chose} on validation days {model.validation_.get('days')}"
 
 
 def load_job_data(cfg: JobConfig) -> SeriesDataset:
@@ -69,7 +92,7 @@ def load_job_data(cfg: JobConfig) -> SeriesDataset:
         if d.end:
             keep &= ts <= pd.Timestamp(d.end)
         ds.values = ds.values[keep].reset_index(drop=True)
-    return validate_dataset(ds)
+    return validate_dataset(ds, service_hours=d.service_hours)
 
 
 def build_model(cfg: JobConfig, mcfg, ds: SeriesDataset) -> Forecaster:
@@ -79,6 +102,10 @@ def build_model(cfg: JobConfig, mcfg, ds: SeriesDataset) -> Forecaster:
     # graph-aware models get the dataset's adjacency unless the config says otherwise
     if "adjacency" in cls_params and "adjacency" not in params and ds.adjacency is not None:
         params["adjacency"] = ds.adjacency
+    # spatial models on an events grid learn its cell size, so bandwidths can be in metres
+    grid = ds.extras.get("grid")
+    if "cell_size_m" in cls_params and "cell_size_m" not in params and grid is not None:
+        params["cell_size_m"] = grid.cell_size_m
     if "seed" in cls_params:
         params.setdefault("seed", cfg.seed)
     return make_model(mcfg.type, **params)
@@ -101,6 +128,7 @@ def evaluate_model(cfg: JobConfig, model: Forecaster, ds: SeriesDataset, progres
             progress=progress,
             null_value=ev.null_value,
             future_covariates=ev.future_covariates,
+            calendar=ds.calendar,
         )
         return res.metrics, res.forecasts
     test_start = ev.test_start or _ratio_cut(ds.values, ev.test_ratio)
@@ -113,6 +141,7 @@ def evaluate_model(cfg: JobConfig, model: Forecaster, ds: SeriesDataset, progres
         levels=cfg.levels,
         null_value=ev.null_value,
         future_covariates=ev.future_covariates,
+        calendar=ds.calendar,
     )
     return res.metrics, res.forecasts
 
@@ -142,6 +171,7 @@ def run_train(cfg: JobConfig, progress: bool = True, write_outputs: bool = True)
     from citybrain_ml.tracking.runs import (
         configure_tracking,
         dataset_fingerprint,
+        log_dataset,
         log_lineage,
         set_seed,
     )
@@ -155,6 +185,7 @@ def run_train(cfg: JobConfig, progress: bool = True, write_outputs: bool = True)
         # hashed once: every model run of the job logs the same fingerprint
         lineage = dataset_fingerprint(ds)
         log_lineage(ds, cfg.model_dump(mode="json"), cfg.seed, lineage)
+        log_dataset(ds, lineage, context="training")
         result = JobResult(cfg.name, parent.info.run_id)
         for mcfg in cfg.models:
             outcome = _train_one(cfg, mcfg, ds, lineage, progress, write_outputs, future)
@@ -188,12 +219,13 @@ def _train_one(
 
     from citybrain_ml.evaluation.plots import plot_forecast_vs_actual, plot_metrics_by_horizon
     from citybrain_ml.tracking.review import log_review_artifacts
-    from citybrain_ml.tracking.runs import log_lineage, log_metric_table
+    from citybrain_ml.tracking.runs import describe_run, log_dataset, log_lineage, log_metric_table
 
     model = build_model(cfg, mcfg, ds)
     with mlflow.start_run(run_name=mcfg.label, nested=True) as run:
         mlflow.set_tags({"model_type": mcfg.type, "evaluation": cfg.evaluation.method})
         log_lineage(ds, cfg.model_dump(mode="json"), cfg.seed, lineage)
+        log_dataset(ds, lineage, context="training")
         mlflow.set_tag("evaluation_key", evaluation_key(cfg, lineage["dataset_sha256"]))
         mlflow.log_params({f"model.{k}": _short(v) for k, v in model.get_params().items()})
         metrics, scored = evaluate_model(cfg, model, ds, progress)
@@ -207,6 +239,9 @@ def _train_one(
         log_metric_table(metrics)
         score = float(metrics[cfg.select_metric].mean())
         mlflow.log_metric(f"{cfg.select_metric}_mean", score)
+        # the run page's description: model, data, split and headline metric in one paragraph
+        note = describe_run(cfg, mcfg.label, model, lineage, metrics, refit=final_fit)
+        mlflow.set_tag("mlflow.note.content", note)
         mlflow.log_figure(
             plot_metrics_by_horizon(metrics, cfg.select_metric), "plots/metrics_by_horizon.png"
         )
@@ -215,8 +250,9 @@ def _train_one(
             log_review_artifacts(model, mcfg.type, metrics, scored)
             return outcome
         start = time.perf_counter()
-        model.fit(ds.values, freq=ds.freq)
+        model.fit(ds.values, freq=ds.freq, calendar=ds.calendar)
         outcome.fit_seconds = time.perf_counter() - start
+        log_model_choices(model)
         mlflow.log_metric("fit_seconds", outcome.fit_seconds)
         log_review_artifacts(model, mcfg.type, metrics, scored)
         levels = cfg.levels if model.conformal_scores_ else None
@@ -241,6 +277,29 @@ def _train_one(
 
                 log_forecaster(model, ds.values, name="model", levels=cfg.levels)
     return outcome
+
+
+def log_model_choices(model: Forecaster) -> None:
+    """Calendar, horizon convention, every fallback taken and (auto) the leaderboard."""
+    import mlflow
+
+    cal = getattr(model, "calendar_", None)
+    closed = cal is not None and cal.has_closed
+    tags = {
+        "service_calendar": cal.describe() if cal is not None else "none",
+        "horizon_convention": "service steps"
+        if closed and model.service_aware
+        else "grid steps" + (" (closed-slot forecasts dropped)" if closed else ""),
+    }
+    fallbacks = getattr(model, "fallbacks_", {}) or {}
+    tags.update({f"fallback.{k}": str(v) for k, v in fallbacks.items()})
+    tags["fallbacks"] = ", ".join(f"{k}={v}" for k, v in fallbacks.items()) or "none"
+    mlflow.set_tags(tags)
+    board = getattr(model, "leaderboard_", None)
+    if board is not None:
+        mlflow.log_text(board.to_csv(index=False), "auto_leaderboard.csv")
+        mlflow.set_tag("auto_selected", ", ".join(f"h{h}:{m}" for h, m in model.selected_.items()))
+        mlflow.set_tag("auto_validation", str(model.validation_))
 
 
 def job_future_covariates(cfg: JobConfig) -> pd.DataFrame | None:
@@ -277,12 +336,18 @@ def log_model_cards(
     """A model card per model run, written once the whole leaderboard is known."""
     from mlflow import MlflowClient
 
+    from citybrain_ml.optimize.hotspots import job_count_metrics
     from citybrain_ml.tracking.review import model_card
 
     client = MlflowClient()
     lineage = {**fingerprint, "dataset_name": ds.name, "dataset_source": ds.source}
     board = result.leaderboard()
     for o, mcfg in zip(result.outcomes, cfg.models, strict=True):
+        # count models (hotspot jobs) are scored on counts and ranking, on the job's mask
+        counts = job_count_metrics(cfg.decisions, mcfg.type, ds, o.scored, o.model)
+        if counts:
+            client.log_batch(o.run_id, metrics=_metric_list(counts[0]))
+            client.set_tag(o.run_id, "count_metrics_mask", counts[1].description)
         card = model_card(
             o.label,
             mcfg.type,
@@ -292,8 +357,43 @@ def log_model_cards(
             o.metrics,
             board,
             cfg.select_metric,
+            count_metrics=counts,
         )
-        client.log_text(o.run_id, card, "model_card.md")
+        client.log_text(o.run_id, card + _choices_section(o.model), "model_card.md")
+
+
+def _choices_section(model: Forecaster) -> str:
+    """Model-card section: service calendar, horizon convention, fallbacks, auto's choice."""
+    cal = getattr(model, "calendar_", None)
+    lines = ["", "## Calendar, fallbacks and choices", ""]
+    lines.append(f"- Service calendar: {cal.describe() if cal is not None else 'none'}")
+    if cal is not None and cal.has_closed:
+        unit = "service steps" if model.service_aware else "grid steps (closed-slot rows dropped)"
+        lines.append(f"- Horizons count {unit}.")
+    fallbacks = getattr(model, "fallbacks_", {}) or {}
+    if fallbacks:
+        lines += [f"- Fallback `{k}`: {v}" for k, v in fallbacks.items()]
+    else:
+        lines.append("- No fallback was taken in the final fit.")
+    board = getattr(model, "leaderboard_", None)
+    if board is not None:
+        lines += ["", f"Validation window: {model.validation_}", ""]
+        cols = ["model", "validation_mae", "skill_vs_best_baseline", "steps", "reason"]
+        lines.append(board[cols].to_markdown(index=False, floatfmt=".4g"))
+    return "\n".join(lines) + "\n"
+
+
+def _metric_list(metrics: dict) -> list:
+    import math
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [
+        Metric(f"count.{k}", float(v), now, 0)
+        for k, v in metrics.items()
+        if v is not None and math.isfinite(float(v))
+    ]
 
 
 def run_decisions(cfg: JobConfig, ds: SeriesDataset, best: ModelOutcome) -> list[Path]:
@@ -320,6 +420,10 @@ def run_decisions(cfg: JobConfig, ds: SeriesDataset, best: ModelOutcome) -> list
             mlflow.log_figure(fig, f"decisions/{dcfg.type}/{name}.png")
         if out.metrics:
             mlflow.log_metrics({f"{dcfg.type}.{k}": float(v) for k, v in out.metrics.items()})
+        # e.g. the cells hotspot metrics were scored on
+        tags = getattr(out, "tags", None) or {}
+        if tags:
+            mlflow.set_tags({f"{dcfg.type}.{k}": str(v) for k, v in tags.items()})
     return files
 
 

@@ -17,16 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from citybrain_ml.data.covariates import forecast_mode, split_future
 from citybrain_ml.data.io import atomic_write_frame, read_frame, sha256_file
 from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, VALUE
+from citybrain_ml.data.sorted_frames import as_naive_utc as as_of_value
+from citybrain_ml.data.sorted_frames import is_sorted, series_starts, time_values
 
 MANIFEST = "manifest.json"
 FORECAST_FILES = ("forecast.parquet", "forecast.csv")
@@ -42,6 +44,8 @@ class ForecastRun:
     files: list[Path]
     skipped: dict[str, str] = field(default_factory=dict)
     unchanged: bool = False
+    #: conditions worth a look that did not stop the job (also in the manifest)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def partial(self) -> bool:
@@ -91,28 +95,50 @@ def run_forecast(
     import mlflow
 
     from citybrain_ml.data.validation import validate_long
+    from citybrain_ml.tracking.probe import check_horizon
     from citybrain_ml.tracking.pyfunc import load_forecaster
     from citybrain_ml.tracking.runs import default_tracking_uri
 
+    check_horizon(horizon)  # 0 steps would publish an empty forecast
     timings = {}
     t0 = time.perf_counter()
     mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
-    frame = validate_long(read_frame(data_path), source=str(data_path), allow_irregular=True)
+    from citybrain_ml.data.batch_checks import check_batch_input, first_line
+
+    # line numbers of the file in messages; dead sensors are skipped later, not fatal
+    frame = validate_long(
+        read_frame(data_path),
+        source=str(data_path),
+        allow_irregular=True,
+        first_row=first_line(data_path),
+        allow_empty_series=True,
+    )
+    check_batch_input(frame, str(data_path), as_of)  # time zone, negatives, clock skew
     # rows after the origin may carry future covariates (e.g. a weather forecast)
     history, future, as_of_ts = split_future(frame, as_of)
     timings["load_seconds"] = time.perf_counter() - t0
     pyfunc = load_forecaster(model_uri)
     forecaster = pyfunc.unwrap_python_model().model
     timings["model_load_seconds"] = time.perf_counter() - t0 - timings["load_seconds"]
-    usable, skipped = check_series(forecaster, history, as_of_ts)
+    t1 = time.perf_counter()
+    history, status = _sorted_status(forecaster, history, as_of_ts)
+    ok = status["reason"].isna().to_numpy()
+    usable = status.index[ok].tolist()
+    skipped = {str(k): v for k, v in status["reason"][~ok].items()}
     if not usable:
         raise ValueError(f"{data_path}: no series can be forecast at {as_of_ts}: {_fmt(skipped)}")
-    params = {"as_of": str(as_of_ts), "levels": ",".join(str(v) for v in levels or [])}
+    # rows of usable series only (the frame is sorted: one block of rows per series)
+    request = history if ok.all() else history[np.repeat(ok, status["rows"].to_numpy())]
+    request = recent_history(forecaster, request)
+    timings["check_seconds"] = time.perf_counter() - t1
+    levels, warnings = _available_levels(forecaster, levels)
+    params = {"as_of": str(as_of_ts), "levels": ",".join(str(v) for v in levels)}
     if horizon:
         params["horizon"] = int(horizon)
     t1 = time.perf_counter()
-    request = history if future is None else pd.concat([history, future], ignore_index=True)
-    forecast = pyfunc.predict(request[request[SERIES_ID].isin(usable)], params=params)
+    if future is not None:
+        request = pd.concat([request, future], ignore_index=True)
+    forecast = pyfunc.predict(request, params=params)
     timings["predict_seconds"] = time.perf_counter() - t1
     extras = {}
     if job_config is not None:
@@ -131,35 +157,167 @@ def run_forecast(
         "covariate_mode": forecast_mode(forecast),
         "params": params,
         "timings": {k: round(v, 3) for k, v in timings.items()},
+        "warnings": warnings,
     }
     target = Path(out_dir) / name / f"as_of={as_of_ts.strftime('%Y-%m-%dT%H%M%S')}"
-    return publish(forecast, manifest, target, overwrite, skipped, extras)
+    run = publish(forecast, manifest, target, overwrite, skipped, extras)
+    run.warnings = warnings
+    return run
+
+
+def _available_levels(model, levels: list[int] | None) -> tuple[list[int], list[str]]:
+    """The interval levels the model can give, and a warning for those it cannot.
+
+    A model fitted without calibration (``calibration_steps=0``, or too short a history) has
+    point forecasts only: a scheduled job then publishes them without interval columns and
+    says so in the manifest, instead of failing.
+    """
+    levels = list(levels or [])
+    if not levels or getattr(model, "conformal_scores_", None):
+        return levels, []
+    return [], [
+        f"no interval columns: {type(model).__name__} has no calibrated intervals (fitted with "
+        f"calibration_steps=0 or on too short a history); requested levels "
+        f"{','.join(map(str, levels))} were dropped"
+    ]
+
+
+def quiet_mlflow() -> None:
+    """No MLflow artifact-download bars and only MLflow errors (for cron logs).
+
+    An explicit ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` in the environment still wins.
+    """
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
 def check_series(model, history: pd.DataFrame, as_of: pd.Timestamp) -> tuple[list, dict]:
-    """Split the series in ``history`` into those the model can forecast and skipped ones."""
-    step = pd.Timedelta(pd.tseries.frequencies.to_offset(model.freq_))
-    known = set(getattr(model, "series_ids_", []))
-    fixed = not getattr(model, "handles_new_series", True)
-    need = max(int(getattr(model, "min_history", 1)), 1)
-    usable, skipped = [], {}
-    for sid, grp in history.groupby(SERIES_ID, sort=True):
-        observed = grp.dropna(subset=[VALUE])
-        steps = grp[TIMESTAMP].diff().dropna()
-        if fixed and sid not in known:
-            skipped[str(sid)] = "unknown series: the model was trained on a fixed set of series"
-        elif len(steps) and steps.mode().iloc[0] != step:
-            skipped[str(sid)] = (
-                f"wrong frequency: step {steps.mode().iloc[0]}, model expects {step}"
-            )
-        elif observed.empty or observed[TIMESTAMP].max() < as_of - step:
-            last = "never" if observed.empty else str(observed[TIMESTAMP].max())
-            skipped[str(sid)] = f"missing recent history: last value {last}, as-of {as_of}"
-        elif len(grp) < need:
-            skipped[str(sid)] = f"too little history: {len(grp)} steps, model needs {need}"
-        else:
-            usable.append(sid)
+    """Split the series in ``history`` into those the model can forecast and skipped ones.
+
+    Checked in this order, first failure wins: unknown to a model tied to its training series,
+    most common step not the model's frequency, no observed value at or one step before
+    ``as_of``, fewer rows than the model's ``min_history``.
+
+    Parameters
+    ----------
+    model : Forecaster
+        The fitted model (``freq_``, ``series_ids_``, ``min_history``).
+    history : DataFrame
+        Long frame up to the origin; any row order (sorted input is not re-sorted).
+    as_of : Timestamp
+        The forecast origin.
+
+    Returns
+    -------
+    usable : list
+        Ids of the series to forecast, sorted.
+    skipped : dict
+        ``{str(series_id): reason}``, sorted by id.
+    """
+    _, status = _sorted_status(model, history, as_of)
+    ok = status["reason"].isna().to_numpy()
+    usable = status.index[ok].tolist()
+    skipped = {str(k): v for k, v in status["reason"][~ok].items()}
     return usable, skipped
+
+
+def series_status(model, history: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Per-series rows, first row and skip reason (None = usable), indexed by sorted id.
+
+    Vectorised over the rows of a frame sorted by ``(series_id, timestamp)``: no per-series
+    Python loop, so checking 10,000 series x 30 days costs a few NumPy passes.
+
+    Returns
+    -------
+    DataFrame
+        Index ``series_id``; columns ``start`` (first row in ``history`` once sorted),
+        ``rows`` and ``reason``.
+    """
+    return _sorted_status(model, history, as_of)[1]
+
+
+def recent_history(model, history: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a sorted ``history`` that ``model.predict`` reads (the same forecasts).
+
+    Models with ``bounded_history`` read each series' last ``_history_to_keep()`` rows up
+    to its last in-service slot; trimming before the pyfunc saves copying the rest.
+    """
+    if not getattr(model, "bounded_history", False):
+        return history
+    return model._trim_history(model._trim_closed_tail(history))
+
+
+def _sorted_status(model, history: pd.DataFrame, as_of) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``history`` sorted by ``(series_id, timestamp)`` and its :func:`series_status`."""
+    if not is_sorted(history):
+        history = history.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
+    history = history.reset_index(drop=True)
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(model.freq_))
+    starts = series_starts(history)
+    rows = np.diff(np.append(starts, len(history)))
+    ids = history[SERIES_ID].iloc[starts].tolist()
+    reason = np.full(len(starts), None, dtype=object)
+    if not getattr(model, "handles_new_series", True):
+        known = set(getattr(model, "series_ids_", []))
+        for i, sid in enumerate(ids):
+            if sid not in known:
+                reason[i] = "unknown series: the model was trained on a fixed set of series"
+    ts = time_values(history[TIMESTAMP])
+    _frequency_reasons(reason, ts, starts, rows, step)
+    _staleness_reasons(reason, history, ts, starts, as_of, step)
+    need = max(int(getattr(model, "min_history", 1)), 1)
+    for i in np.flatnonzero((rows < need) & pd.isna(reason)):
+        reason[i] = f"too little history: {rows[i]} steps, model needs {need}"
+    status = pd.DataFrame(
+        {"start": starts, "rows": rows, "reason": reason},
+        index=pd.Index(ids, name=SERIES_ID, dtype=object),
+    )
+    return history, status
+
+
+def _frequency_reasons(reason, ts, starts, rows, step: pd.Timedelta) -> None:
+    """Series whose most common step (ties: the shortest) is not the model's ``step``."""
+    if len(ts) < 2:
+        return
+    # on_step[i]: the step from row i to row i + 1 stays in the series and equals the model's
+    on_step = np.zeros(len(ts), dtype=bool)
+    on_step[:-1] = np.diff(ts) == step.to_timedelta64()
+    on_step[starts[1:] - 1] = False  # the step from one series' last row into the next
+    hits = np.add.reduceat(on_step, starts)
+    # more than half the steps at the model's frequency: that is the mode, nothing to check
+    suspect = np.flatnonzero((rows > 1) & (2 * hits <= rows - 1) & pd.isna(reason))
+    if not len(suspect):
+        return
+    series = np.repeat(suspect, rows[suspect] - 1)
+    pos = np.concatenate([np.arange(starts[i], starts[i] + rows[i] - 1) for i in suspect])
+    diffs = ts[pos + 1] - ts[pos]
+    counts = pd.DataFrame({"s": series, "d": diffs}).value_counts().reset_index()
+    counts = counts.sort_values(["s", "count", "d"], ascending=[True, False, True])
+    mode = counts.drop_duplicates("s").set_index("s")["d"]
+    for i, d in mode.items():
+        if pd.Timedelta(d) != step:
+            reason[i] = f"wrong frequency: step {pd.Timedelta(d)}, model expects {step}"
+
+
+def _staleness_reasons(reason, history, ts, starts, as_of, step: pd.Timedelta) -> None:
+    """Series without an observed value at or one step before ``as_of``."""
+    observed = history[VALUE].notna().to_numpy()
+    ends = np.append(starts[1:], len(history)) - 1
+    # usually each series' last row is observed; search further back only where it is not
+    last = np.where(observed[ends], ends, -1)
+    todo = np.flatnonzero(last < 0)
+    if len(todo):
+        pos = np.where(observed, np.arange(len(history)), -1)
+        last[todo] = np.maximum.reduceat(pos, starts)[todo]
+    never = last < starts
+    cutoff = as_of_value(as_of - step)
+    stale = never | (ts[np.where(never, starts, last)] < cutoff)
+    for i in np.flatnonzero(stale & pd.isna(reason)):
+        seen = "never" if never[i] else str(history[TIMESTAMP].iloc[last[i]])
+        reason[i] = f"missing recent history: last value {seen}, as-of {as_of}"
 
 
 def publish(
@@ -167,27 +325,36 @@ def publish(
 ) -> ForecastRun:
     """Write forecast files (+ decision tables/figures) and the manifest into ``target``
     atomically (see module docstring). ``extras`` maps file stems to frames or figures."""
+    from citybrain_ml import ledger
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    key, _ = ledger.signing_key()  # a bad key file fails before any work
+    staging = ledger.staging_dir(target)
     try:
         for fname in FORECAST_FILES:
             atomic_write_frame(forecast, staging / fname, fname.rsplit(".", 1)[1])
         for stem, item in (extras or {}).items():
             _write_extra(item, staging, stem)
-        if target.exists() and _same_forecast(staging, target):
-            # same as-of, same result: the published folder (and its manifest) stays as it was
-            return ForecastRun(target, sorted(target.iterdir()), skipped or {}, unchanged=True)
-        if target.exists() and not overwrite:
-            raise OutputExistsError(
-                f"{target} exists with different content; pass --overwrite to replace it"
-            )
-        manifest = dict(manifest)
-        manifest["files"] = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
-        manifest["previous_manifest_sha256"] = _previous_manifest_hash(target)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        # one publication at a time per job; a killed one is rolled back first (ledger.py)
+        with ledger.job_lock(target.parent):
+            ledger.recover(target.parent)
+            if target.exists() and _same_forecast(staging, target):
+                # same as-of, same result: the published folder (and manifest) stays as it was
+                return ForecastRun(target, sorted(target.iterdir()), skipped or {}, unchanged=True)
+            if target.exists() and not overwrite:
+                raise OutputExistsError(
+                    f"{target} exists with different content; pass --overwrite to replace it"
+                )
+            manifest = dict(manifest)
+            manifest["files"] = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
+            manifest["previous_manifest_sha256"] = _previous_manifest_hash(target)
+            manifest["ledger"] = {
+                "file": f"../{ledger.LEDGER_DIR}/{target.parent.name}.jsonl",
+                "signed": key is not None,
+                "key_id": ledger.key_id(key) if key else None,
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            ledger.swap_in(staging, target)
         return ForecastRun(target, sorted(target.iterdir()), skipped or {})
     finally:
         if staging.exists():
@@ -271,14 +438,26 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def audit(job_dir: str | Path) -> list[str]:
-    """Verify every as-of folder of a job: file hashes and the manifest hash chain.
+def audit(job_dir: str | Path, notes: list[str] | None = None) -> list[str]:
+    """Verify a job folder against its publication ledger (``citybrain_ml.ledger``: signed
+    entries, head anchored outside the folder, every file hashed); job folders published
+    before the ledger existed get the older check (file hashes + as-of manifest chain).
 
-    Returns a list of problems (empty when everything checks out).
+    Returns a list of problems (empty when everything checks out), each naming the file;
+    ``notes`` (if given) receives remarks that are not failures (e.g. unsigned entries).
     """
+    from citybrain_ml import ledger
+
     job_dir = Path(job_dir)
     if not job_dir.is_dir():
         raise FileNotFoundError(f"no forecast job folder at {job_dir}")
+    report = ledger.verify(job_dir)
+    if report is not None:
+        if notes is not None:
+            notes.extend(report.notes)
+        return report.problems
+    if notes is not None:
+        notes.append(f"{job_dir}: no ledger (published before it existed): head not anchored")
     problems, previous = [], None
     for folder in _as_of_folders(job_dir):
         mpath = folder / MANIFEST
@@ -287,7 +466,12 @@ def audit(job_dir: str | Path) -> list[str]:
             previous = None
             continue
         raw = mpath.read_bytes()
-        manifest = json.loads(raw)
+        try:
+            manifest = json.loads(raw)
+        except ValueError as exc:
+            problems.append(f"{mpath}: not valid JSON ({exc})")
+            previous = _sha256_bytes(raw)
+            continue
         if manifest.get("previous_manifest_sha256") != previous:
             problems.append(
                 f"{folder.name}: hash chain broken (previous manifest changed or removed)"

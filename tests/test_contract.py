@@ -15,6 +15,7 @@ from citybrain_ml.models import REGISTRY, Forecaster, make_model
 H = 6
 FAST = {
     "last_value": {},
+    "auto": {"n_estimators": 20, "n_jobs": 1, "validation_days": 1, "max_origins": 24},
     "seasonal_naive": {"season_length": 96},
     "historical_average": {},
     "lightgbm": {"n_estimators": 20, "n_jobs": 1, "lags": (1, 2, 3), "rolling_windows": (4,)},

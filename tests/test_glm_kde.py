@@ -174,3 +174,57 @@ def test_kde_save_load_and_errors(tmp_path):
     coords = pd.DataFrame({"series_id": ["zone0_0", "zone0_1"], "x": [0, 1], "y": [0, 0]})
     with pytest.raises(ValueError, match="no x/y"):
         KDEHotspotForecaster(coordinates=coords).fit(bad)
+
+
+# ---------------------------------------------------------------------- units and frequency
+def test_kde_bandwidth_in_metres_equals_cells_times_cell_size():
+    df = line_grid([0.0, 3.0, 1.0])
+    cells = KDEHotspotForecaster(bandwidth=1.0, time_profile="none").fit(df).predict(1)
+    metres = KDEHotspotForecaster(bandwidth_m=500.0, cell_size_m=500.0, time_profile="none")
+    pd.testing.assert_frame_equal(cells, metres.fit(df).predict(1))
+    assert metres.bandwidth_m_ == 500.0
+    # an older config's bandwidth in cells on a grid of known size: cells x size
+    legacy = KDEHotspotForecaster(bandwidth=2.0, cell_size_m=250.0).fit(df)
+    assert legacy.bandwidth_m_ == 500.0
+    with pytest.raises(ValueError, match="cell size is unknown"):
+        KDEHotspotForecaster(bandwidth_m=500.0).fit(df)
+    with pytest.raises(ValueError, match="not both"):
+        KDEHotspotForecaster(bandwidth_m=500.0, bandwidth=1.0, cell_size_m=500.0).fit(df)
+
+
+def test_kde_time_profile_follows_the_frequency():
+    hourly = line_grid([1.0, 2.0, 3.0], n_steps=24 * 8)
+    assert KDEHotspotForecaster().fit(hourly).time_profile_ == "day"
+    daily = line_grid([1.0, 2.0, 3.0], n_steps=28)
+    daily["timestamp"] = pd.Timestamp("2021-01-04") + pd.to_timedelta(
+        daily.groupby("series_id").cumcount(), unit="D"
+    )
+    model = KDEHotspotForecaster().fit(daily)
+    assert model.time_profile_ == "week" and len(model.profile_) == 7
+
+
+def test_glm_defaults_follow_the_frequency():
+    from citybrain_ml.models.glm import frequency_defaults
+
+    hourly = frequency_defaults("h")
+    assert hourly["windows"] == (24, 168, 672, 2016) and hourly["profile"] == "day"
+    daily = frequency_defaults("D")
+    assert daily["windows"] == (7, 28, 91, 364) and daily["harmonics"] == 0
+    assert frequency_defaults("15min")["windows"][0] == 96
+    assert frequency_defaults("W")["profile"] == "none"
+    # daily counts, defaults only: the model sizes its windows in days, not in hours
+    rng = np.random.default_rng(1)
+    ids = cell_ids(2, 2)
+    times = pd.date_range("2020-01-01", periods=420, freq="D")
+    df = pd.DataFrame(
+        {
+            "series_id": np.repeat(ids, len(times)),
+            "timestamp": np.tile(times, len(ids)),
+            "value": rng.poisson(np.repeat([0.5, 1.0, 2.0, 4.0], len(times))).astype(float),
+        }
+    )
+    model = PoissonGLMForecaster(adjacency=rook_edges(ids, 2, 2)).fit(df)
+    assert model.settings()["windows"] == (7, 28, 91, 364)
+    assert model.min_history == 364
+    fc = model.predict(1).set_index("series_id")["yhat"]
+    assert fc["cell_0_0"] < fc["cell_1_1"]

@@ -191,3 +191,141 @@ def test_train_job_with_hotspots_decision(tmp_path, monkeypatch):
     logged = {a.path for a in client.list_artifacts(result.parent_run_id, "decisions/hotspots")}
     expected = {"hotspot_map.png", "calibration.png", "hotspot_forecast.csv", "hotspot_ranking.csv"}
     assert {f"decisions/hotspots/{name}" for name in expected} <= logged
+
+
+# ---------------------------------------------------------------------- masks
+def test_scoring_mask_history_uses_only_data_before_the_test():
+    from citybrain_ml.optimize.hotspots import scoring_mask
+
+    values = history([0.0, 0.0, 1.0, 2.0], days=4)
+    # cell_0_1 has its only event in the test period: it must not join the mask
+    values.loc[
+        (values["series_id"] == "cell_0_1") & (values["timestamp"] == "2021-01-04"), "value"
+    ] = 1
+    ds = SeriesDataset(values, "D", name="toy")
+    scored = values[values["timestamp"] >= "2021-01-04"].assign(yhat=1.0)
+    mask = scoring_mask(scored, ds)
+    assert mask.kind == "history" and mask.cells == ["cell_1_0", "cell_1_1"]
+    assert mask.description.startswith("history: 2 of 4 cells")
+    assert scoring_mask(scored, ds, "none").cells == IDS
+    sensors = pd.DataFrame({"series_id": IDS, "in_mask": [True, True, False, False]})
+    area = SeriesDataset(values, "D", sensors=sensors, name="toy")
+    assert scoring_mask(scored, area).cells == ["cell_0_0", "cell_0_1"]  # auto: the area
+    area.extras["mask_kind"] = "history"  # an events grid's in_mask saw the test period
+    assert scoring_mask(scored, area).kind == "history"
+    with pytest.raises(ValueError, match="mask must be one of"):
+        scoring_mask(scored, ds, "box")
+
+
+def test_hotspot_metrics_are_on_the_mask_by_default():
+    values = history([0.0, 1.0, 3.0, 2.0])
+    ctx = _context(values, [5.0, 0.5, 0.2, 0.4])
+    out = hotspots_decision(ctx)
+    # cell_0_0 never had an event: 3 of 4 cells scored, and the run says so
+    assert out.metrics["n_cells_scored"] == 3 and out.metrics["n_cells_grid"] == 4
+    assert out.tags["mask"].startswith("history: 3 of 4 cells")
+    ctx.params = {"use_mask": False}  # the older spelling still works
+    assert hotspots_decision(ctx).metrics["n_cells_scored"] == 4
+
+
+# ---------------------------------------------------------------------- events job end to end
+def _events_job(tmp_path, privacy_k=None) -> JobConfig:
+    root = REPO / "data_samples"
+    return JobConfig.model_validate(
+        {
+            "name": "events_tiny",
+            "data": {
+                "dataset": "events",
+                "root": str(root),
+                "options": {
+                    "path": "incidents/chicago_crime_2016_2017/chicago_crime_2016_2017.csv.gz",
+                    "mapping": {
+                        "time": "datetime",
+                        "latitude": "latitude",
+                        "longitude": "longitude",
+                        "category": "primary_type",
+                    },
+                    "categories": ["THEFT", "BATTERY"],
+                    "time_zone": "America/Chicago",
+                    "cell_size_m": 3000,
+                    "freq": "h",
+                },
+            },
+            "horizon": 1,
+            "levels": [],
+            "models": [
+                {"type": "kde_hotspot", "params": {"bandwidth_m": 3000, "window": 24}},
+                {
+                    "type": "glm_poisson",
+                    "params": {"windows": [6, 24], "neighbour_windows": [24], "profile": "none"},
+                },
+            ],
+            "evaluation": {"method": "holdout", "test_ratio": 0.2, "plot_series": 2},
+            "select_metric": "rmse",
+            "tracking": {"experiment": "events-test", "log_models": privacy_k is None},
+            "decisions": [{"type": "hotspots", "params": {"k": 3}}],
+            "output": {"dir": str(tmp_path / "out"), "formats": ["csv"], "privacy_k": privacy_k},
+        }
+    )
+
+
+def test_train_job_on_raw_events_records_mask_and_count_cards(tmp_path, monkeypatch):
+    from citybrain_ml.jobs import run_train
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = run_train(_events_job(tmp_path, privacy_k=5), progress=False)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.tags["hotspots.mask"].startswith("history: ")
+    assert (
+        parent.data.metrics["hotspots.n_cells_scored"]
+        < parent.data.metrics["hotspots.n_cells_grid"]
+    )
+    glm = next(o for o in result.outcomes if o.label == "glm_poisson")
+    run = client.get_run(glm.run_id)
+    assert {"count.poisson_deviance", "count.recall_at_k", "count.pai_5pct"} <= set(
+        run.data.metrics
+    )
+    kde = client.get_run(next(o for o in result.outcomes if o.label == "kde_hotspot").run_id)
+    assert kde.data.params["model.cell_size_m"] == "3000.0"  # the job passed the grid's size
+    card = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/model_card.md")
+    assert "Poisson deviance" in card and "PAI at 5% of the area" in card
+    per_step = card.split("### Metrics per horizon step")[1].split("###")[0]
+    assert "mae" in per_step and "mape" not in per_step and "history: " in card
+
+    # a k-suppressed run logs no model: register refuses before creating anything
+    from citybrain_ml.tracking.registry import RegistryError, register
+
+    with pytest.raises(RegistryError, match="k-suppression"):
+        register(glm.run_id, "events-tiny")
+    assert client.search_registered_models() == []
+
+
+def test_register_as_with_privacy_k_is_a_config_error(tmp_path):
+    cfg = _events_job(tmp_path, privacy_k=5).model_dump()
+    cfg["tracking"]["register_as"] = "events-tiny"
+    with pytest.raises(ValueError, match="register_as cannot be combined with output.privacy_k"):
+        JobConfig.model_validate(cfg)
+
+
+def test_register_refuses_runs_without_a_model_and_accepts_logged_models(tmp_path):
+    from citybrain_ml.models import make_model
+    from citybrain_ml.tracking.pyfunc import log_forecaster
+    from citybrain_ml.tracking.registry import RegistryError, register
+    from citybrain_ml.tracking.runs import configure_tracking
+
+    configure_tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", "register-test")
+    try:
+        with mlflow.start_run() as empty:
+            mlflow.log_dict({"output": {"privacy_k": None}}, "config.json")
+        with pytest.raises(RegistryError, match="no 'model' artifact"):
+            register(empty.info.run_id, "nothing")
+        client = mlflow.MlflowClient()
+        assert client.search_registered_models() == []
+        values = history([1.0, 2.0, 3.0, 4.0], days=30)
+        model = make_model("last_value", horizon=1, calibration_steps=0).fit(values)
+        with mlflow.start_run() as run:
+            log_forecaster(model, values, name="model", levels=[])
+        assert register(run.info.run_id, "counts") == "1"
+    finally:
+        mlflow.set_tracking_uri(None)

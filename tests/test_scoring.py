@@ -266,3 +266,18 @@ def test_batch_forecast_applies_decisions_and_privacy(tmp_path, monkeypatch):
     assert audit(tmp_path / "o" / "risk") == []
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "unchanged" in again.output
+
+
+def test_train_runs_log_their_dataset_and_a_description(store):
+    _, uri, weak, _, _, history = store
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    model_run = client.get_run(weak.outcomes[0].run_id)
+    inputs = model_run.inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert dataset.name and dataset.digest == model_run.data.tags["lineage.dataset_sha256"][:16]
+    assert "series_id" in dataset.schema and "training" in {t.value for t in inputs[0].tags}
+    note = model_run.data.tags["mlflow.note.content"]
+    assert f"{history['series_id'].nunique()} series" in note
+    assert "rolling-origin backtest, 2 window(s) every 24 steps" in note and "mae" in note
+    assert client.get_run(weak.parent_run_id).inputs.dataset_inputs  # the parent run too

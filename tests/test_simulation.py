@@ -4,6 +4,7 @@ short real runs on RESCO cologne1 when the ``sim`` extra (eclipse-sumo, sumo-rl)
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 
 import numpy as np
@@ -264,7 +265,7 @@ def test_flow_forecast_methods():
 
 
 # ---------------------------------------------------------------------------- metrics, config
-def test_tripinfo_metrics_follow_resco_delay(tmp_path):
+def test_tripinfo_metrics_count_every_planned_vehicle(tmp_path):
     path = tmp_path / "tripinfo.xml"
     path.write_text(
         "<tripinfos>"
@@ -272,20 +273,29 @@ def test_tripinfo_metrics_follow_resco_delay(tmp_path):
         'waitingTime="5" timeLoss="10"/>'
         '<tripinfo id="b" depart="3" departDelay="0" arrival="-1" duration="20" '
         'waitingTime="9" timeLoss="14"/>'
+        # never inserted: SUMO's write-undeparted record, waited 30 s to enter
+        '<tripinfo id="c" depart="-1" departDelay="30" arrival="-1" duration="0" '
+        'waitingTime="0" timeLoss="0"/>'
         "</tripinfos>"
     )
     trips = read_tripinfo(path)
-    m = trip_metrics(trips, expected_trips=3)
-    assert m["delay_s"] == pytest.approx((12 + 14) / 2)
-    assert m["trip_time_s"] == 49  # finished trips only
+    m = trip_metrics(trips)
+    assert m["delay_s"] == pytest.approx((12 + 14) / 2)  # RESCO: inserted vehicles only
+    assert m["delay_all_s"] == pytest.approx((12 + 14 + 30) / 3)  # insertion delay counted
+    assert m["att_finished_s"] == 49  # finished trips only (LibSignal)
+    assert m["att_all_s"] == pytest.approx((51 + 20 + 30) / 3)  # from planned departure
     assert m["waiting_time_s"] == 7
-    assert (m["throughput_veh"], m["unfinished_veh"], m["not_inserted_veh"]) == (1, 1, 1)
+    counts = ("planned_veh", "throughput_veh", "unfinished_veh", "not_inserted_veh")
+    assert tuple(m[k] for k in counts) == (3, 1, 1, 1)
 
 
 def test_signals_config_errors_name_file_and_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("scenario: cologne9\n")
-    with pytest.raises(ConfigError, match="bad.yaml.*unknown scenario"):
+    with pytest.raises(ConfigError, match="bad.yaml.*unknown scenario.*network"):
+        load_signals_config(bad)
+    bad.write_text("name: x\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*scenario.*network"):
         load_signals_config(bad)
     bad.write_text("scenario: cologne1\nmax_pressure: {decision_s: 0}\n")
     with pytest.raises(ConfigError, match="max_pressure.decision_s"):
@@ -323,8 +333,13 @@ def test_short_cologne1_run_all_controllers(tmp_path, monkeypatch):
     assert "max_pressure" in summary and "MLflow run" in summary
     metrics = pd.read_csv(tmp_path / "out" / "metrics_by_seed.csv")
     assert set(metrics["controller"]) == {"fixed_time", "webster", "max_pressure",
-                                          "advanced_max_pressure", "forecast_webster"}  # fmt: skip
+                                          "advanced_max_pressure", "forecast_webster",
+                                          "rehearsed"}  # fmt: skip
     assert (metrics["throughput_veh"] > 0).all()
+    # every planned vehicle is accounted for, the same number under every controller
+    parts = metrics[["throughput_veh", "unfinished_veh", "not_inserted_veh"]].sum(axis=1)
+    assert (parts == metrics["planned_veh"]).all() and metrics["planned_veh"].nunique() == 1
+    assert np.isfinite(metrics[["delay_all_s", "att_all_s", "att_finished_s"]]).all().all()
     assert np.isfinite(metrics["delay_s"]).all() and (metrics["delay_s"] >= 0).all()
     plans = pd.read_csv(tmp_path / "out" / "plan_webster.csv")
     # displayed greens + clearances fill each cycle exactly
@@ -333,8 +348,14 @@ def test_short_cologne1_run_all_controllers(tmp_path, monkeypatch):
         assert math.isclose(total, p["cycle_s"].iloc[0], rel_tol=1e-9)
     history = pd.read_csv(tmp_path / "out" / "plan_forecast_webster.csv")
     assert history["time_s"].nunique() == 5  # re-planned at 0, 60, ..., 240 s
-    for name in ("plan_webster.json", "delay_by_controller.png", "plan_fixed_time.csv"):
+    for name in ("plan_webster.json", "delay_by_controller.png", "plan_fixed_time.csv",
+                 "recommendation.json", "rehearsal.csv"):  # fmt: skip
         assert (tmp_path / "out" / name).is_file()
+    # never worse: a recommended plan exists only when it rehearsed better than the existing
+    rec = json.loads((tmp_path / "out" / "recommendation.json").read_text())
+    assert (tmp_path / "out" / "plan_recommended.json").is_file() == rec["improved"]
+    assert rec["improved"] == (rec["expected"] < rec["existing"])
+    assert "rehearsal:" in summary
 
 
 @needs_sumo
@@ -351,7 +372,8 @@ def test_short_cologne1_run_advanced_max_pressure():
     m = res.metrics
     assert m["throughput_veh"] > 0 and m["not_inserted_veh"] >= 0
     assert np.isfinite(m["delay_s"]) and m["delay_s"] >= 0
-    assert len(res.trips) == m["throughput_veh"] + m["unfinished_veh"]
+    assert len(res.trips) == m["planned_veh"]
+    assert m["planned_veh"] == m["throughput_veh"] + m["unfinished_veh"] + m["not_inserted_veh"]
     # the detectors read at least the signal's own lanes
     chains = controller._detectors.upstream
     assert chains and all(chain[0] == (lane, 0.0) for lane, chain in chains.items())

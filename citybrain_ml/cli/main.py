@@ -66,8 +66,10 @@ def train(
     MLflow (metrics per horizon, plots, pyfunc model) and write forecasts to the output dir."""
     from citybrain_ml.config import load_config
     from citybrain_ml.jobs import run_train
+    from citybrain_ml.tracking.probe import probe_tracking
 
     cfg = _run(load_config, config)
+    _run(probe_tracking, cfg.tracking.tracking_uri)  # a dead server: one line within seconds
     result = _run(run_train, cfg, progress=progress)
     _print_result(result)
 
@@ -81,8 +83,10 @@ def backtest(
     to MLflow, writes no forecasts."""
     from citybrain_ml.config import load_config
     from citybrain_ml.jobs import run_backtest
+    from citybrain_ml.tracking.probe import probe_tracking
 
     cfg = _run(load_config, config)
+    _run(probe_tracking, cfg.tracking.tracking_uri)  # a dead server: one line within seconds
     result = _run(run_backtest, cfg, progress=progress)
     _print_result(result)
 
@@ -120,13 +124,38 @@ def forecast(
     tracking_uri: str = typer.Option(
         None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)."
     ),
+    progress: bool = typer.Option(
+        None,
+        "--progress/--no-progress",
+        help="MLflow download bars and library notices (default: only on a terminal).",
+    ),
 ):
     """Batch-forecast from a logged model (scheduled jobs): validate the history, forecast the
     series that can be forecast, write forecast.parquet/csv + manifest.json atomically.
-    Exit 0 = all series, 3 = some series skipped (listed in the manifest), 1 = failure."""
-    from citybrain_ml.scoring import run_forecast
+    Exit 0 = all series, 3 = some series skipped (listed in the manifest), 1 = failure.
+    Quiet under cron: one line per run (plus warnings and errors on stderr)."""
+    from citybrain_ml.scoring import quiet_mlflow, run_forecast
 
-    level_list = [int(v) for v in levels.split(",") if v.strip()]
+    if not (sys.stderr.isatty() if progress is None else progress):
+        quiet_mlflow()
+    from citybrain_ml.tracking.probe import (
+        check_as_of,
+        check_horizon,
+        parse_levels,
+        probe_tracking,
+    )
+
+    try:  # usage errors: one line, exit 2, before anything is read
+        level_list = parse_levels(levels)
+        check_horizon(horizon)
+        check_as_of(as_of)
+    except ValueError as exc:
+        _fail(exc, 2)
+    if config is not None:  # the job config is checked before the data and the model
+        from citybrain_ml.config import load_config
+
+        _run(load_config, config)
+    _run(probe_tracking, tracking_uri)  # a dead server: one line within seconds
     res = _run(
         run_forecast,
         model_uri=model,
@@ -142,6 +171,8 @@ def forecast(
     )
     state = "unchanged (same as-of, same result)" if res.unchanged else "written"
     typer.echo(f"{res.folder}: {state}")
+    for note in res.warnings:
+        typer.secho(f"warning: {note}", err=True, fg=typer.colors.YELLOW)
     if res.partial:
         typer.secho(
             f"partial: skipped {len(res.skipped)} series (reasons in manifest.json)",
@@ -156,12 +187,19 @@ def audit(job_dir: Path = typer.Argument(..., help="A forecast job folder, e.g. 
     """Verify every as-of folder of a forecast job: file hashes and the manifest hash chain."""
     from citybrain_ml.scoring import audit as audit_job
 
-    problems = _run(audit_job, job_dir)
+    notes: list[str] = []
+    problems = _run(audit_job, job_dir, notes)
+    for note in notes:
+        typer.secho(f"note: {note}", err=True, fg=typer.colors.YELLOW)
     if problems:
         for p in problems:
             typer.secho(p, err=True, fg=typer.colors.RED)
         raise typer.Exit(1)
-    typer.echo(f"ok: {job_dir}: every file matches its manifest and the hash chain is intact")
+    typer.echo(
+        f"ok: {job_dir}: every published file matches the ledger and its anchored head"
+        if not any("no ledger" in n for n in notes)
+        else f"ok: {job_dir}: every file matches its manifest and the hash chain is intact"
+    )
 
 
 @app.command()
@@ -207,12 +245,48 @@ def data_validate(
     ),
     dataset: str = typer.Option(None, "--dataset", help="Dataset registry name (e.g. sz_taxi)."),
     root: str = typer.Option(None, "--root", help="Folder holding traffic/ air/ incidents/."),
-    path: Path = typer.Option(None, "--path", help="A long-format CSV/Parquet file to check."),
-    missing_value: float = typer.Option(None, help="Sentinel meaning 'sensor missing' (e.g. 0)."),
+    path: Path = typer.Option(
+        None, "--path", help="A CSV/Parquet file to check (long format unless --mapping)."
+    ),
+    mapping: str = typer.Option(
+        None,
+        "--mapping",
+        help="Column roles of the --path file, e.g. series_id=detector,timestamp=time,"
+        "value=flow (covariates=a+b); wide files: wide=true,year=year,month=month,day=day,"
+        "hour=hour, or YAML '{wide: true, ...}' (see ColumnMapping).",
+    ),
+    missing_value: float = typer.Option(
+        None,
+        help="Sentinel the source writes for 'no reading' (e.g. -999, or 0 from a loop "
+        "detector that is down) -> NaN. Not for counts, where 0 is a real zero.",
+    ),
+    service_hours: str = typer.Option(
+        "auto",
+        "--service-hours",
+        help="Operating hours, e.g. '05:30-23:00'; 'auto' detects closed hours, 'always' none.",
+    ),
+    events: bool = typer.Option(
+        False,
+        "--events",
+        help="--path is a raw event log (one row per incident); --mapping then gives "
+        "time=,latitude=,longitude=[,category=,hour=] (guessed from common names if omitted).",
+    ),
+    time_zone: str = typer.Option(
+        None, "--time-zone", help="Events: the city's IANA zone, e.g. America/Toronto."
+    ),
+    cell_size_m: float = typer.Option(3000.0, "--cell-size-m", help="Events: cell side (m)."),
 ):
-    """Validate a dataset (columns, numbers, duplicates, time zones, frequency, empty series)
-    and print a summary; exit 0 when clean, 1 naming the first problem (file, column, row)."""
+    """Validate a dataset (columns, numbers, duplicates, time zones, frequency, empty series,
+    service calendar) and print a summary; exit 0 when clean, 1 naming the first problem."""
     from citybrain_ml.data import load_dataset, validate_dataset, validate_long
+
+    if events:
+        from citybrain_ml.data.events import validate_event_file
+
+        if path is None:
+            _fail(typer.BadParameter("--events needs --path (the event file)"), 2)
+        typer.echo(_run(validate_event_file, path, mapping, time_zone, cell_size_m, root=root))
+        return
 
     def _check():
         if config is not None:
@@ -220,15 +294,30 @@ def data_validate(
             from citybrain_ml.jobs import load_job_data
 
             return load_job_data(load_config(config))
+        if path is not None and mapping is not None:
+            from citybrain_ml.data.tables import load_table, parse_column_mapping
+
+            ds = load_table(path, parse_column_mapping(mapping), missing_value=missing_value)
+            ds = validate_dataset(ds, service_hours=service_hours)
+            ds.extras["rows_added_by_grid"] = max(len(ds.values) - ds.extras["rows_read"], 0)
+            return ds
         if path is not None:
+            from citybrain_ml.data.batch_checks import batch_warnings, first_line
             from citybrain_ml.data.io import read_frame
             from citybrain_ml.data.schema import SeriesDataset
             from citybrain_ml.models.base import infer_freq
 
-            df = validate_long(read_frame(path), source=str(path), missing_value=missing_value)
-            return SeriesDataset(df, infer_freq(df), name=path.stem, source=str(path))
+            raw = read_frame(path)
+            df = validate_long(
+                raw, source=str(path), missing_value=missing_value, first_row=first_line(path)
+            )
+            ds = SeriesDataset(df, infer_freq(df), name=path.stem, source=str(path))
+            ds.extras["warnings"] = batch_warnings(df, str(path))
+            ds = validate_dataset(ds, service_hours=service_hours)
+            ds.extras["rows_added_by_grid"] = max(len(df) - len(raw), 0)
+            return ds
         if dataset is not None:
-            return validate_dataset(load_dataset(dataset, root=root))
+            return validate_dataset(load_dataset(dataset, root=root), service_hours=service_hours)
         raise typer.BadParameter("give one of --config, --dataset or --path")
 
     ds = _run(_check)
@@ -237,6 +326,29 @@ def data_validate(
         f"ok: {ds.name or ds.source}: {v['series_id'].nunique()} series, {len(v)} rows, "
         f"freq {ds.freq}, {v['timestamp'].min()} .. {v['timestamp'].max()}, "
         f"{int(v['value'].isna().sum())} missing values"
+    )
+    typer.echo(_calendar_report(ds))
+    from citybrain_ml.data.quality import describe_duplicates, duplicate_series
+
+    duplicates = describe_duplicates(duplicate_series(v))
+    if duplicates:
+        typer.secho(f"warning: {duplicates}", fg=typer.colors.YELLOW)
+    for note in ds.extras.get("warnings", []):  # negatives, time zones, clock skew
+        typer.secho(f"warning: {note}", fg=typer.colors.YELLOW)
+
+
+def _calendar_report(ds) -> str:
+    """The service calendar and how many grid rows it takes out of scoring and forecasts."""
+    cal = ds.calendar
+    if cal is None or not cal.has_closed:
+        return f"service calendar: {cal.describe() if cal is not None else 'open all day'}"
+    closed = ds.extras.get("closed_rows", 0)
+    added = ds.extras.get("rows_added_by_grid", 0)
+    return (
+        f"service calendar: {cal.describe()}; {closed} rows fall in closed hours "
+        f"({added} NaN rows were added to keep the grid regular); they are never origins, "
+        "calibration points, scored targets or forecast rows. Override with "
+        "--service-hours / data.service_hours."
     )
 
 
@@ -247,7 +359,9 @@ def optimize_signals(
     ),
 ):
     """Compute signal plans (fixed-time, Webster, max-pressure, forecast-driven),
-    rehearse them in SUMO, write the plans (JSON/CSV) and simulated metrics, log to MLflow."""
+    rehearse them in SUMO on a RESCO scenario or your own network (network: sumocfg, net +
+    route files, CityFlow or OSM), write the plans (JSON/CSV) and simulated metrics (every
+    planned vehicle counted), log to MLflow."""
     from citybrain_ml.optimize.simulation import run_signals_job
 
     summary = _run(run_signals_job, config)
@@ -273,10 +387,12 @@ def _print_result(result) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result.name}: models (lower score is better)")
-    for col in ("model", "score", "fit_seconds"):
+    for col in ("model", "score", "fit_seconds", "why"):
         table.add_column(col)
     for _, row in result.leaderboard().iterrows():
-        table.add_row(str(row["model"]), f"{row['score']:.4f}", f"{row['fit_seconds']:.1f}")
+        table.add_row(
+            str(row["model"]), f"{row['score']:.4f}", f"{row['fit_seconds']:.1f}", str(row["why"])
+        )
     console = Console()
     console.print(table)
     console.print(f"best: {result.best}; MLflow run {result.parent_run_id}")

@@ -1,5 +1,12 @@
 """Data access: the canonical long format, validation, dataset loaders and gridding."""
 
+from citybrain_ml.data.adjacency import (
+    adjacency_from_coordinates,
+    expand_sensors,
+    expand_station_graph,
+    read_adjacency,
+    station_series_ids,
+)
 from citybrain_ml.data.grid import GridSpec, events_to_grid
 from citybrain_ml.data.loaders import (
     DATASETS,
@@ -16,6 +23,7 @@ from citybrain_ml.data.loaders import (
     load_toronto_mci,
     load_toronto_mci_grid,
 )
+from citybrain_ml.data.quality import duplicate_series
 from citybrain_ml.data.schema import SeriesDataset, matrix_to_edges, wide_to_long
 from citybrain_ml.data.tables import ColumnMapping, load_table
 from citybrain_ml.data.validation import DataValidationError, validate_dataset, validate_long
@@ -26,7 +34,11 @@ __all__ = [
     "DataValidationError",
     "GridSpec",
     "SeriesDataset",
+    "adjacency_from_coordinates",
+    "duplicate_series",
     "events_to_grid",
+    "expand_sensors",
+    "expand_station_graph",
     "load_beijing_multisite",
     "load_beijing_pm25",
     "load_bengaluru_metro",
@@ -41,6 +53,8 @@ __all__ = [
     "load_toronto_mci",
     "load_toronto_mci_grid",
     "matrix_to_edges",
+    "read_adjacency",
+    "station_series_ids",
     "validate_dataset",
     "validate_long",
     "wide_to_long",

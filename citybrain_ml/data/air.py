@@ -1,7 +1,8 @@
 """Loaders for the Beijing air-quality datasets under ``<root>/air/``.
 
 Wind direction is given as compass labels (``"NNW"``, or ``"NW"``/``"cv"`` for the
-single site). Labels are circular, so they are encoded as the unit vector the wind blows
+single site). Labels are circular, so they are encoded by
+:func:`citybrain_ml.features.wind.wind_components` as the unit vector the wind blows
 *towards*: ``wind_u`` (east) = ``-sin(theta)``, ``wind_v`` (north) = ``-cos(theta)``, where
 ``theta`` is the compass bearing the wind comes *from* (meteorological convention). Calm
 or variable (``"cv"``) is ``(0, 0)``; an unknown label is NaN. Wind speed stays a separate
@@ -15,35 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from citybrain_ml.data.adjacency import adjacency_from_coordinates, haversine_m
 from citybrain_ml.data.paths import dataset_file
 from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, VALUE, SeriesDataset
 from citybrain_ml.data.validation import validate_frame
+from citybrain_ml.features.wind import wind_components
 
 POLLUTANTS = ["PM2.5", "PM10", "SO2", "NO2", "CO", "O3"]
 WEATHER = ["TEMP", "PRES", "DEWP", "RAIN", "WSPM"]
-
-_COMPASS = "N NNE NE ENE E ESE SE SSE S SSW SW WSW W WNW NW NNW".split()
-_BEARING = {label: i * 22.5 for i, label in enumerate(_COMPASS)}
-
-
-def wind_components(direction: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vector (east, north) the wind blows towards, from compass labels.
-
-    Parameters
-    ----------
-    direction : Series
-        Labels such as ``"N"``, ``"ENE"``; ``"cv"`` (calm/variable) -> ``(0, 0)``.
-
-    Returns
-    -------
-    (ndarray, ndarray)
-        ``wind_u``, ``wind_v``; NaN for missing/unknown labels.
-    """
-    theta = np.radians(direction.map(_BEARING).to_numpy(dtype=float))
-    u, v = -np.sin(theta), -np.cos(theta)
-    calm = direction.eq("cv").to_numpy()
-    u[calm], v[calm] = 0.0, 0.0
-    return np.round(u, 12), np.round(v, 12)
 
 
 def _hourly_timestamp(raw: pd.DataFrame) -> pd.Series:
@@ -165,16 +145,13 @@ def _station_sensors(coords_path: Path, values: pd.DataFrame) -> pd.DataFrame:
 
 def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
     """Great-circle distance in km (broadcasts)."""
-    lat1, lon1, lat2, lon2 = map(np.radians, (lat1, lon1, lat2, lon2))
-    a = (
-        np.sin((lat2 - lat1) / 2) ** 2
-        + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    )
-    return 2 * 6371.0088 * np.arcsin(np.sqrt(a))
+    return haversine_m(lat1, lon1, lat2, lon2) / 1000.0
 
 
 def distance_edges(sensors: pd.DataFrame, max_km: float) -> pd.DataFrame:
     """Edges between sensors within ``max_km``, Gaussian-kernel weights (no self loops).
+
+    The Beijing form of :func:`citybrain_ml.data.adjacency.adjacency_from_coordinates`.
 
     Parameters
     ----------
@@ -189,15 +166,7 @@ def distance_edges(sensors: pd.DataFrame, max_km: float) -> pd.DataFrame:
         ``src, dst, weight`` with ``weight = exp(-(d / sigma)^2)``, ``sigma`` = std of the
         pairwise distances.
     """
-    lat, lon = sensors["lat"].to_numpy(float), sensors["lon"].to_numpy(float)
-    dist = haversine_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
-    off_diag = ~np.eye(len(lat), dtype=bool)
-    sigma = dist[off_diag].std() or 1.0
-    src, dst = np.nonzero(off_diag & (dist <= max_km))
-    ids = sensors[SERIES_ID].to_numpy()
-    return pd.DataFrame(
-        {"src": ids[src], "dst": ids[dst], "weight": np.exp(-((dist[src, dst] / sigma) ** 2))}
-    )
+    return adjacency_from_coordinates(sensors, threshold_m=max_km * 1000.0)
 
 
 def load_beijing_pm25(root: str | Path | None = None) -> SeriesDataset:

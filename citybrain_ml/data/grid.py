@@ -217,3 +217,119 @@ def _grid_dataset(matrix, periods, grid: GridSpec, freq: str, name: str) -> Seri
         source="events",
         extras={"grid": grid},
     )
+
+
+# ---------------------------------------------------------------------- boundaries
+@dataclass(frozen=True)
+class Boundary:
+    """An area (a city limit, a police district) as polygons in longitude/latitude.
+
+    Parameters
+    ----------
+    polygons : tuple
+        One entry per polygon: a tuple of rings, each an ``(n, 2)`` array of
+        ``(lon, lat)`` vertices; the first ring is the outer edge, the others are holes.
+    source : str
+        Where the polygons came from (used in messages and run records).
+    """
+
+    polygons: tuple
+    source: str = ""
+
+    @classmethod
+    def from_geojson(cls, path) -> Boundary:
+        """Read every Polygon/MultiPolygon of a GeoJSON file (Feature, FeatureCollection...).
+
+        Raises
+        ------
+        DataValidationError
+            Unreadable file, no polygon in it, or coordinates that are not WGS84 lon/lat.
+        """
+        import json
+        from pathlib import Path
+
+        from citybrain_ml.data.validation import DataValidationError
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"boundary file {path} not found")
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataValidationError(f"{path}: not a readable GeoJSON file: {exc}") from exc
+        polygons = []
+        for geometry in _geometries(doc):
+            if geometry.get("type") == "Polygon":
+                polygons.append(geometry.get("coordinates") or [])
+            elif geometry.get("type") == "MultiPolygon":
+                polygons.extend(geometry.get("coordinates") or [])
+        rings = tuple(
+            tuple(np.asarray(ring, dtype=float)[:, :2] for ring in poly if len(ring) >= 3)
+            for poly in polygons
+        )
+        rings = tuple(p for p in rings if p)
+        if not rings:
+            raise DataValidationError(
+                f"{path}: no Polygon or MultiPolygon geometry found; a boundary must be an area"
+            )
+        points = np.concatenate([ring for poly in rings for ring in poly])
+        if (np.abs(points[:, 0]) > 180).any() or (np.abs(points[:, 1]) > 90).any():
+            raise DataValidationError(
+                f"{path}: coordinates out of longitude/latitude range (e.g. {points[0].tolist()});"
+                " GeoJSON boundaries must be WGS84 [lon, lat], not projected metres"
+            )
+        return cls(rings, str(path))
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(lat_min, lat_max, lon_min, lon_max)`` of the outer rings."""
+        outer = np.concatenate([poly[0] for poly in self.polygons])
+        return outer[:, 1].min(), outer[:, 1].max(), outer[:, 0].min(), outer[:, 0].max()
+
+    def contains(self, lat, lon) -> np.ndarray:
+        """Whether each point lies inside (even-odd rule per polygon, so holes are outside)."""
+        from matplotlib.path import Path as MplPath
+
+        points = np.column_stack([np.asarray(lon, float), np.asarray(lat, float)])
+        inside = np.zeros(len(points), dtype=bool)
+        for poly in self.polygons:
+            parity = np.zeros(len(points), dtype=bool)
+            for ring in poly:
+                parity ^= MplPath(ring).contains_points(points)
+            inside |= parity
+        return inside
+
+    def cell_share(self, grid: GridSpec, samples: int = 5) -> np.ndarray:
+        """Approximate share of each cell's area inside, row-major ``(n_rows * n_cols,)``.
+
+        Measured on a ``samples x samples`` lattice of points per cell: a cell that the
+        boundary only clips keeps a share between 0 and 1.
+        """
+        offsets = (np.arange(samples) + 0.5) / samples
+        rows, cols = np.divmod(np.arange(grid.n_rows * grid.n_cols), grid.n_cols)
+        north = (rows[:, None, None] + offsets[None, :, None]) * grid.cell_size_m
+        east = (cols[:, None, None] + offsets[None, None, :]) * grid.cell_size_m
+        north, east = np.broadcast_arrays(north, east)
+        lat = grid.lat0 + north / M_PER_DEG
+        lon = grid.lon0 + east / (M_PER_DEG * np.cos(np.radians(grid.ref_lat)))
+        inside = self.contains(lat.ravel(), lon.ravel())
+        return inside.reshape(len(rows), -1).mean(axis=1)
+
+
+def _geometries(doc) -> list[dict]:
+    """The geometries of a GeoJSON object, flattened out of features and collections."""
+    if not isinstance(doc, dict):
+        return []
+    kind = doc.get("type")
+    if kind == "FeatureCollection":
+        return [g for f in doc.get("features") or [] for g in _geometries(f)]
+    if kind == "Feature":
+        return _geometries(doc.get("geometry"))
+    if kind == "GeometryCollection":
+        return [g for sub in doc.get("geometries") or [] for g in _geometries(sub)]
+    return [doc]
+
+
+def boundary_grid(boundary: Boundary, cell_size_m: float) -> GridSpec:
+    """The smallest grid anchored at the boundary's south-west corner that covers it."""
+    lat_min, lat_max, lon_min, lon_max = boundary.bounds()
+    return GridSpec.covering([lat_min, lat_max], [lon_min, lon_max], cell_size_m)

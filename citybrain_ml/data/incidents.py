@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from citybrain_ml.data.events import check_columns
 from citybrain_ml.data.grid import rook_edges
 from citybrain_ml.data.paths import dataset_file
 from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, VALUE, SeriesDataset
@@ -20,6 +21,22 @@ from citybrain_ml.data.validation import validate_frame
 
 WEATHER_LABELS = ["clear", "cloudy", "rain", "snow", "mist"]
 EVENT_COLUMNS = [TIMESTAMP, "lat", "lon", "type", "severity"]
+#: role -> column of the two crime files (the ``events`` dataset takes the same mapping)
+CHICAGO_MAPPING = {
+    "time": "datetime",
+    "latitude": "latitude",
+    "longitude": "longitude",
+    "category": "primary_type",
+}
+TORONTO_MAPPING = {
+    "time": "occurrencedate",
+    "hour": "occurrencehour",
+    "latitude": "Lat",
+    "longitude": "Long",
+    "category": "MCI",
+    "neighbourhood": "Neighbourhood",
+    "premises_type": "premises_type",
+}
 
 
 def load_chicago_accident_grid(
@@ -135,6 +152,8 @@ def load_chicago_crime(root: str | Path | None = None) -> pd.DataFrame:
         root, "incidents", "chicago_crime_2016_2017", "chicago_crime_2016_2017.csv.gz"
     )
     raw = pd.read_csv(path)
+    # another city's file under this name must say what it lacks, not KeyError 'primary_type'
+    check_columns(raw.columns, CHICAGO_MAPPING, path)
     events = pd.DataFrame(
         {
             TIMESTAMP: pd.to_datetime(raw["datetime"]),
@@ -168,7 +187,9 @@ def load_toronto_mci(root: str | Path | None = None) -> pd.DataFrame:
     parts = []
     for part in ("train", "test"):
         path = dataset_file(root, "incidents", "toronto_mci", f"{part}.csv.gz")
-        parts.append(_toronto_events(pd.read_csv(path)).assign(part=part))
+        raw = pd.read_csv(path)
+        check_columns(raw.columns, TORONTO_MAPPING, path)
+        parts.append(_toronto_events(raw).assign(part=part))
     events = pd.concat(parts, ignore_index=True)
     return _drop_without_coordinates(events, path.parent)
 

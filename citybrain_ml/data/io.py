@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from citybrain_ml.data.validation import DataValidationError
+
 
 def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
     path = Path(path)
@@ -51,16 +53,111 @@ def atomic_write_frame(df: pd.DataFrame, path: str | Path, fmt: str | None = Non
     return atomic_write_bytes(frame_bytes(df, fmt or path.suffix.lstrip(".")), path)
 
 
-def read_frame(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file by its suffix, with a clear error naming the file."""
+class InputFileError(DataValidationError):
+    """An input file cannot be read as a table (empty, truncated, corrupt, not UTF-8, ...).
+
+    The message names the file, the line where that is known, and what to do; a
+    :class:`DataValidationError`, so one ``except`` catches every input problem.
+    """
+
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".tsv", ".txt", ".gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def read_frame(path: str | Path, require_rows: bool = True) -> pd.DataFrame:
+    """Read a CSV (optionally compressed) or Parquet file by its suffix.
+
+    Every failure is a :class:`FileNotFoundError` or an :class:`InputFileError` naming the
+    file (and the line, for CSV): empty file, header without rows (``require_rows``),
+    truncated gzip or Parquet, bytes that are not UTF-8, malformed CSV lines.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a folder, not a file; give the CSV/Parquet file")
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix in (".csv", ".gz"):
-        return pd.read_csv(path)
-    raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .parquet")
+    name = path.name.lower()
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{path}: the file is empty (0 bytes); expected a header line")
+    if name.endswith(PARQUET_SUFFIXES):
+        df = read_parquet_checked(path)
+    elif name.endswith(CSV_SUFFIXES):
+        df = read_csv_checked(path, sep="\t" if name.endswith(".tsv") else ",")
+    else:
+        raise InputFileError(
+            f"{path}: unsupported file type {path.suffix!r}; use .csv, .csv.gz or .parquet"
+        )
+    if require_rows and len(df) == 0:
+        raise InputFileError(f"{path}: no data rows (only the header {list(df.columns)})")
+    return df
+
+
+def read_csv_checked(path: str | Path, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` with the library's errors (see :func:`read_frame`)."""
+    import zlib
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a folder, not a file; give the CSV/Parquet file")
+    try:
+        return pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise InputFileError(
+            f"{path}: no header line (the file holds no CSV text); expected a header such as "
+            "series_id,timestamp,value"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise InputFileError(_not_utf8(path, exc)) from None
+    except pd.errors.ParserError as exc:
+        reason = str(exc).strip().splitlines()[-1]
+        raise InputFileError(
+            f"{path}: not a well-formed CSV ({reason}); line numbers count the header as line 1"
+        ) from None
+    except (EOFError, zlib.error, OSError) as exc:
+        raise InputFileError(
+            f"{path}: compressed data is truncated or corrupt ({type(exc).__name__}: {exc}); "
+            "the file was probably cut off while being written or copied -- fetch it again"
+        ) from None
+
+
+def read_parquet_checked(path: str | Path, **kwargs) -> pd.DataFrame:
+    """``pd.read_parquet`` with the library's errors (see :func:`read_frame`)."""
+    import pyarrow as pa
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a folder, not a file; give the CSV/Parquet file")
+    try:
+        return pd.read_parquet(path, **kwargs)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputFileError(
+            f"{path}: not a readable Parquet file ({reason}); it may be truncated (copied while "
+            "being written) or not Parquet at all -- fetch or export it again"
+        ) from None
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """'<file>: line 7: byte 0xe9 is not UTF-8 ...' (line counted in the decoded file)."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            data = fh.read()
+        data.decode("utf-8")
+        where = ""
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        where = f"line {line}, column {col}: byte 0x{data[err.start]:02x} "
+    except OSError:
+        where = ""
+    return (
+        f"{path}: {where}is not UTF-8 text ({exc.reason}); re-save the file as UTF-8 "
+        "(e.g. `iconv -f latin1 -t utf-8`)"
+    )
 
 
 def sha256_file(path: str | Path) -> str:

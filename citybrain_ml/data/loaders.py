@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from citybrain_ml.data.air import load_beijing_multisite, load_beijing_pm25
+from citybrain_ml.data.events import load_events, load_events_dataset
 from citybrain_ml.data.grid import GridSpec, events_to_grid
 from citybrain_ml.data.incidents import (
     load_chicago_accident_grid,
@@ -82,6 +83,8 @@ DATASETS: dict[str, Callable[..., SeriesDataset]] = {
     "chicago_crime": load_chicago_crime_grid,
     "toronto_mci": load_toronto_mci_grid,
     "table": _load_table,
+    # a raw event log of any city: options path, mapping, time_zone, cell_size_m, freq, boundary
+    "events": load_events_dataset,
 }
 
 
@@ -91,7 +94,8 @@ def load_dataset(name: str, root: str | Path | None = None, **options) -> Series
     Parameters
     ----------
     name : str
-        One of :data:`DATASETS` (``"table"`` needs ``path=`` and ``mapping=``).
+        One of :data:`DATASETS` (``"table"`` and ``"events"`` need ``path=`` and
+        ``mapping=``).
     root : str or Path, optional
         Data root (see module docstring).
     **options
@@ -123,6 +127,7 @@ __all__ = [
     "load_chicago_crime",
     "load_chicago_crime_grid",
     "load_dataset",
+    "load_events",
     "load_i94",
     "load_los_loop",
     "load_sz_taxi",

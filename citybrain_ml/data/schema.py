@@ -50,6 +50,9 @@ class SeriesDataset:
         Where the data came from (file path or URL), used in error messages and lineage.
     extras : dict
         Dataset-specific extras (e.g. masks for grid data).
+    calendar : ServiceCalendar, optional
+        When the series are observable (daily operating hours); set by validation
+        (detected or given) and handed to every model's ``fit``.
     """
 
     values: pd.DataFrame
@@ -59,6 +62,7 @@ class SeriesDataset:
     name: str = ""
     source: str = ""
     extras: dict = field(default_factory=dict)
+    calendar: object | None = None
 
     @property
     def series_ids(self) -> list:
@@ -92,7 +96,14 @@ class SeriesDataset:
         if adj is not None:
             adj = adj[adj["src"].isin(keep) & adj["dst"].isin(keep)].reset_index(drop=True)
         return SeriesDataset(
-            values, self.freq, sensors, adj, self.name, self.source, dict(self.extras)
+            values,
+            self.freq,
+            sensors,
+            adj,
+            self.name,
+            self.source,
+            dict(self.extras),
+            self.calendar,
         )
 
 

@@ -33,6 +33,7 @@ def validate_long(
     missing_value: float | None = None,
     allow_irregular: bool = False,
     first_row: int | None = 1,
+    allow_empty_series: bool = False,
 ) -> pd.DataFrame:
     """Check a long frame and return a clean, sorted, regular copy.
 
@@ -54,6 +55,9 @@ def validate_long(
         Number of the frame's first row in ``source`` (``2`` for a CSV whose header is line
         1). ``None`` when rows do not map to a file (reshaped matrices): messages then name
         only series and timestamps.
+    allow_empty_series : bool
+        Keep series without any observed value (a dead sensor) instead of refusing the
+        frame; batch scoring skips them with a reason.
 
     Returns
     -------
@@ -67,7 +71,9 @@ def validate_long(
         Missing columns, non-numeric values, unparseable or mixed-time-zone timestamps,
         duplicate ``(series_id, timestamp)``, steps off the ``freq`` grid, all-NaN series.
     """
-    frame, _ = validate_frame(df, source, freq, missing_value, allow_irregular, first_row)
+    frame, _ = validate_frame(
+        df, source, freq, missing_value, allow_irregular, first_row, allow_empty_series
+    )
     return frame
 
 
@@ -78,6 +84,7 @@ def validate_frame(
     missing_value: float | None = None,
     allow_irregular: bool = False,
     first_row: int | None = 1,
+    allow_empty_series: bool = False,
 ) -> tuple[pd.DataFrame, str]:
     """As :func:`validate_long`, but also return the (given or inferred) frequency."""
     _check_columns(df, source)
@@ -87,6 +94,7 @@ def validate_frame(
     _check_series_ids(df, rows)
     df[TIMESTAMP] = _parse_timestamps(df[TIMESTAMP], rows)
     df[VALUE] = _parse_values(df, rows)
+    _check_finite(df, rows)
     if missing_value is not None:
         df.loc[df[VALUE] == missing_value, VALUE] = np.nan
     _check_duplicates(df, rows)
@@ -94,33 +102,50 @@ def validate_frame(
     freq = freq or _infer_freq(df, source)
     if not allow_irregular:
         _check_grid(df, freq, rows)
+        _check_gap_growth(df, freq, rows)
         df = _reindex_gaps(df, freq)
-    _check_all_nan(df, source)
+    if not allow_empty_series:
+        _check_all_nan(df, source)
     columns = [SERIES_ID, TIMESTAMP, VALUE] + [c for c in df.columns if c not in _LONG]
     return df[columns].reset_index(drop=True), freq
 
 
-def validate_dataset(ds: SeriesDataset) -> SeriesDataset:
+def validate_dataset(ds: SeriesDataset, service_hours: str | None = None) -> SeriesDataset:
     """Validate a dataset's values and check sensors/adjacency refer to its series ids.
 
     Parameters
     ----------
     ds : SeriesDataset
+    service_hours : str, optional
+        Operating hours (``"05:30-23:00"``, ``"always"``); ``None``/``"auto"`` keeps the
+        dataset's calendar or detects one (slots no series is ever observed in).
 
     Returns
     -------
     SeriesDataset
-        A copy with validated values (same freq, sensors, adjacency, name, extras).
+        A copy with validated values (same freq, sensors, adjacency, name, extras) and its
+        service calendar; ``extras["closed_rows"]`` counts grid rows that fall in closed
+        slots (NaN rows added by the regular grid, never scored or forecast).
     """
+    from citybrain_ml.data.calendar import in_service, resolve_calendar
+
     source = ds.source or ds.name or "<dataset>"
+    # rows as read from the source (a loader may have regularised the grid already)
+    n_in = int(ds.extras.get("rows_read", len(ds.values)))
     values, freq = validate_frame(ds.values, source, ds.freq, first_row=None)
     known = set(pd.unique(values[SERIES_ID]))
     if ds.sensors is not None:
         _check_known_ids(ds.sensors, [SERIES_ID], known, f"{source} (sensors)")
     if ds.adjacency is not None:
         _check_known_ids(ds.adjacency, ["src", "dst"], known, f"{source} (adjacency)")
+    auto = service_hours is None or str(service_hours).lower() == "auto"
+    spec = ds.calendar if auto and ds.calendar is not None else service_hours
+    calendar = resolve_calendar(spec, values, freq)
+    extras = dict(ds.extras)
+    extras["closed_rows"] = int((~in_service(values, calendar)).sum())
+    extras["rows_added_by_grid"] = max(len(values) - n_in, 0)
     return SeriesDataset(
-        values, freq, ds.sensors, ds.adjacency, ds.name, ds.source, dict(ds.extras)
+        values, freq, ds.sensors, ds.adjacency, ds.name, ds.source, extras, calendar
     )
 
 
@@ -246,6 +271,20 @@ def _parse_values(df: pd.DataFrame, rows: _RowNamer) -> pd.Series:
     return values.astype(float)
 
 
+def _check_finite(df: pd.DataFrame, rows: _RowNamer) -> None:
+    """``inf``/``-inf`` are never readings: refuse them (use NaN or empty for missing)."""
+    bad = np.flatnonzero(np.isinf(df[VALUE].to_numpy(dtype=float)))
+    if len(bad):
+        shown = ", ".join(
+            f"{rows.describe(df, [p])}: {df[VALUE].iat[p]}" for p in bad[:MAX_REPORTED]
+        )
+        raise DataValidationError(
+            f"{rows.source}: column 'value' has {len(bad)} infinite value(s): {shown}. Write "
+            "missing readings as empty/NaN; infinities usually come from a division by zero "
+            "upstream."
+        )
+
+
 def _check_duplicates(df: pd.DataFrame, rows: _RowNamer) -> None:
     dup = df.duplicated([SERIES_ID, TIMESTAMP], keep=False).to_numpy()
     if dup.any():
@@ -292,6 +331,32 @@ def _check_grid(df: pd.DataFrame, freq: str, rows: _RowNamer) -> None:
             f"{rows.describe(df, positions)}. Resample to {freq}, pass the right freq= or "
             "allow_irregular=True."
         )
+
+
+#: filling gaps may add at most this many NaN rows per input row (beyond MAX_GAP_ROWS)
+MAX_GAP_GROWTH = 10
+MAX_GAP_ROWS = 100_000
+
+
+def _check_gap_growth(df: pd.DataFrame, freq: str, rows: _RowNamer) -> None:
+    """Refuse a frame whose gaps would explode into NaN rows (one row stamped years away,
+    a clock-skewed sensor), naming the series and the widest jump."""
+    step = _fixed_step(freq)
+    if step is None or len(df) == 0:
+        return
+    bounds = df.groupby(SERIES_ID, sort=False)[TIMESTAMP].agg(["min", "max", "size"])
+    grid_rows = ((bounds["max"] - bounds["min"]) // step + 1).astype("int64")
+    added = int((grid_rows - bounds["size"]).sum())
+    if added <= max(MAX_GAP_GROWTH * len(df), MAX_GAP_ROWS):
+        return
+    diffs = df.groupby(SERIES_ID, sort=False)[TIMESTAMP].diff()
+    pos = diffs.idxmax()
+    raise DataValidationError(
+        f"{rows.source}: column 'timestamp' jumps by {diffs.loc[pos]} at "
+        f"{rows.describe(df, [pos])}; filling the gaps would add {added:,} empty rows "
+        f"({added / len(df):.0f}x the input). A clock-skewed or mistyped timestamp? Fix or "
+        "drop that row."
+    )
 
 
 def _reindex_gaps(df: pd.DataFrame, freq: str) -> pd.DataFrame:

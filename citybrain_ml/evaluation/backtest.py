@@ -78,6 +78,7 @@ def backtest(
     progress: bool = True,
     null_value: float | None = None,
     future_covariates: str = "none",
+    calendar=None,
 ) -> BacktestResult:
     """Rolling-origin backtest of ``model`` over the last ``n_windows`` windows of ``data``.
 
@@ -106,6 +107,9 @@ def backtest(
         ``"observed"``: models that read future covariates get the *observed* covariate
         values at target times, a perfect-forecast stand-in (an optimistic bound; label it).
         ``"none"``: forecasts use history only.
+    calendar : ServiceCalendar or str, optional
+        Operating hours; detected when omitted (a SeriesDataset's own calendar is used).
+        Origins are in-service timestamps with an observed value.
 
     Returns
     -------
@@ -115,15 +119,16 @@ def backtest(
         either, so compare models on the ``n`` column of the metric tables too.
     """
     df, freq = _unpack(data)
-    origins = rolling_origins(df[TIMESTAMP], horizon, n_windows, step)
+    calendar = _calendar_of(data, df, freq, calendar)
+    origins = rolling_origins(_origin_axis(df, calendar), horizon, n_windows, step)
     levels = list(levels) if levels else None
     observed = observed_covariates(df, future_covariates)
     if refit:
         fitted, forecasts, fit_s, pred_s = _refit_windows(
-            model, df, freq, origins, horizon, levels, progress, observed
+            model, df, (freq, calendar), origins, horizon, levels, progress, observed
         )
     else:
-        fitted, fit_s = _fit_timed(model, df[df[TIMESTAMP] <= origins[0]], freq)
+        fitted, fit_s = _fit_timed(model, df[df[TIMESTAMP] <= origins[0]], (freq, calendar))
         start = time.perf_counter()
         forecasts = fitted.historical_forecasts(
             df, origins, horizon, levels=levels, covariates=observed
@@ -141,6 +146,7 @@ def evaluate_protocol(
     levels: Sequence[int] | None = None,
     null_value: float | None = None,
     future_covariates: str = "none",
+    calendar=None,
 ) -> BacktestResult:
     """Fixed-split protocol: fit once before ``test_start``, score every test window.
 
@@ -178,11 +184,14 @@ def evaluate_protocol(
         ``fit_seconds`` is the single fit; ``per_window`` has one row per origin.
     """
     df, freq = _unpack(data)
+    calendar = _calendar_of(data, df, freq, calendar)
     horizon, stride = int(horizon), int(stride)
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    origins = _protocol_origins(unique_timestamps(df), pd.Timestamp(test_start), horizon, stride)
-    fitted, fit_s = _fit_timed(model, df[df[TIMESTAMP] < pd.Timestamp(test_start)], freq)
+    axis = pd.DatetimeIndex(_origin_axis(df, calendar))
+    origins = _protocol_origins(axis, pd.Timestamp(test_start), horizon, stride)
+    train = df[df[TIMESTAMP] < pd.Timestamp(test_start)]
+    fitted, fit_s = _fit_timed(model, train, (freq, calendar))
     start = time.perf_counter()
     forecasts = fitted.historical_forecasts(
         df,
@@ -236,11 +245,29 @@ def _unpack(data) -> tuple[pd.DataFrame, str | None]:
     return data, None
 
 
-def _fit_timed(model: Forecaster, train: pd.DataFrame, freq) -> tuple[Forecaster, float]:
+def _calendar_of(data, df: pd.DataFrame, freq, calendar):
+    """The calendar to evaluate under: given, the dataset's own, or detected once here."""
+    from citybrain_ml.data.calendar import resolve_calendar
+    from citybrain_ml.models.base import infer_freq
+
+    if calendar is None and isinstance(data, SeriesDataset):
+        calendar = data.calendar
+    return resolve_calendar(calendar, df, freq or infer_freq(df))
+
+
+def _origin_axis(df: pd.DataFrame, calendar) -> pd.Series:
+    """Timestamps that can be origins: in service, with at least one observed value."""
+    from citybrain_ml.models.base import service_times
+
+    return pd.Series(service_times(df, calendar))
+
+
+def _fit_timed(model: Forecaster, train: pd.DataFrame, freq_cal) -> tuple[Forecaster, float]:
     if train.empty:
         raise ValueError("no training data before the first origin")
+    freq, calendar = freq_cal
     start = time.perf_counter()
-    fitted = model.clone().fit(train, freq=freq)
+    fitted = model.clone().fit(train, freq=freq, calendar=calendar)
     return fitted, time.perf_counter() - start
 
 

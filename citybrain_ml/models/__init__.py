@@ -24,6 +24,7 @@ REGISTRY = {
     "glm_negbin": "citybrain_ml.models.glm:NegativeBinomialGLMForecaster",
     "kde_hotspot": "citybrain_ml.models.kde:KDEHotspotForecaster",
     "ensemble": "citybrain_ml.models.ensemble:EnsembleForecaster",
+    "auto": "citybrain_ml.models.auto:AutoForecaster",
 }
 
 

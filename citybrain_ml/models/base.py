@@ -16,11 +16,13 @@ from __future__ import annotations
 import inspect
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from citybrain_ml.data.calendar import ServiceCalendar, resolve_calendar
 from citybrain_ml.data.schema import (
     FORECAST_COLUMNS,
     HORIZON_STEP,
@@ -34,10 +36,16 @@ from citybrain_ml.data.schema import (
 MODEL_FILE = "model.pkl"
 META_FILE = "model_meta.json"
 FORMAT_VERSION = 1
+#: fewest calibration residuals per horizon step before the window is widened or steps pooled
+MIN_RESIDUALS = 50
 
 
 class ModelError(RuntimeError):
     """Raised for misuse of a model (not fitted, corrupt file, incompatible version...)."""
+
+
+class FallbackWarning(UserWarning):
+    """A model fell back to a simpler rule somewhere; counted in ``fallbacks_`` too."""
 
 
 class Forecaster:
@@ -52,6 +60,12 @@ class Forecaster:
     min_history: int = 1
     #: whether the model can forecast series it was not trained on (global models can)
     handles_new_series: bool = True
+    #: whether horizons count service steps under a calendar with closed slots; other models
+    #: count grid steps and their forecasts for closed slots are dropped (and counted)
+    service_aware: bool = False
+    #: whether forecasts read nothing before each series' last ``_history_to_keep()`` steps;
+    #: ``predict`` then trims longer histories first (a 30-day frame costs what 2 days do)
+    bounded_history: bool = False
 
     # ------------------------------------------------------------------ params
     @classmethod
@@ -72,7 +86,12 @@ class Forecaster:
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ fit
-    def fit(self, df: pd.DataFrame, freq: str | None = None) -> Forecaster:
+    def fit(
+        self,
+        df: pd.DataFrame,
+        freq: str | None = None,
+        calendar: ServiceCalendar | str | None = None,
+    ) -> Forecaster:
         """Fit on a long frame ``series_id, timestamp, value`` (+ covariates).
 
         Parameters
@@ -81,6 +100,10 @@ class Forecaster:
             Training history; NaN values are treated as missing targets.
         freq : str, optional
             Sampling interval; inferred from the timestamps when omitted.
+        calendar : ServiceCalendar or str, optional
+            When the series can be observed (operating hours such as ``"05:30-23:00"``);
+            detected from the data when omitted (see :mod:`citybrain_ml.data.calendar`).
+            Closed slots are never origins, calibration points or forecast rows.
 
         Returns
         -------
@@ -88,47 +111,97 @@ class Forecaster:
         """
         df = _prepare(df)
         self.freq_ = freq or infer_freq(df)
+        self.calendar_ = resolve_calendar(calendar, df, self.freq_)
+        self.fallbacks_ = {}
         self.series_ids_ = list(pd.unique(df[SERIES_ID]))
         self.conformal_scores_ = self._calibrate(df)
         self._fit(df)
         self.history_ = _tail(df, self._history_to_keep())
         return self
 
+    # ------------------------------------------------------------------ fallbacks
+    def _fallback(self, kind: str, count: int, message: str) -> None:
+        """Count a fallback in ``fallbacks_`` and say it aloud (a :class:`FallbackWarning`)."""
+        if count <= 0:
+            return
+        notes = self.__dict__.setdefault("fallbacks_", {})
+        notes[kind] = notes.get(kind, 0) + int(count)
+        warnings.warn(f"{type(self).__name__}: {message}", FallbackWarning, stacklevel=3)
+
+    def _service_calendar(self) -> ServiceCalendar | None:
+        # models pickled before calendars existed have none: every slot is open
+        cal = getattr(self, "calendar_", None)
+        return cal if cal is not None and cal.has_closed else None
+
     def _history_to_keep(self) -> int:
         return max(self.min_history, 1)
 
-    def _calibration_size(self, df: pd.DataFrame) -> int:
+    def _calibration_size(self, times: np.ndarray) -> int:
+        """Service steps held out for calibration (``times``: the in-service timestamps)."""
         steps = getattr(self, "calibration_steps", None)
         if steps is not None:
             return int(steps)
-        n = df.groupby(SERIES_ID).size().min()
-        # default: 10% of the shortest series, at least one horizon, at most 4 weeks of origins
-        return int(min(max(self._max_horizon(), n // 10), 500))
+        # default: 10% of the history, at least one horizon and -- where the history allows
+        # it -- one whole service day, so the residuals span every time of day
+        day = len(self.calendar_.open_slots) if getattr(self, "calendar_", None) else 0
+        size = max(self._max_horizon(), len(times) // 10)
+        if day and len(times) >= 3 * day:
+            size = max(size, day)
+        return int(min(size, 500))
 
     def _max_horizon(self) -> int:
         return int(getattr(self, "horizon", 1) or 1)
+
+    def _calibration_splits(self, df: pd.DataFrame):
+        """Yield ``(cutoff, origins)`` splits for calibration, the second one twice as long.
+
+        Origins are in-service timestamps with at least one observed value; the caller stops
+        after the first split that gives :data:`MIN_RESIDUALS` residuals per step.
+        """
+        times = service_times(df, self._service_calendar())
+        size = self._calibration_size(times)
+        if size <= 0:
+            return
+        for _ in range(2):
+            if len(times) <= size + self.min_history + self._max_horizon():
+                return
+            origins = times[-size - 1 : -1]
+            # every step over the tail, capped so calibration stays cheap
+            yield times[-size - 1], origins[:: max(1, len(origins) // 200)]
+            if getattr(self, "calibration_steps", None) is not None:
+                return  # an explicit size is kept as given
+            size = min(2 * size, len(times) // 2)
 
     def _calibrate(self, df: pd.DataFrame) -> dict[int, np.ndarray] | None:
         """Split-conformal: fit a clone without the tail, score its forecasts on the tail.
 
         Returns sorted absolute residuals per horizon step (pooled over series and
-        origins), or None when calibration is off or the series are too short.
+        origins), or None when calibration is off or the series are too short. Only
+        in-service, observed targets count; a step with fewer than :data:`MIN_RESIDUALS`
+        residuals first widens the window once, then pools all steps (both counted in
+        ``fallbacks_``).
         """
-        size = self._calibration_size(df)
-        if size <= 0:
-            return None
-        times = np.sort(df[TIMESTAMP].unique())
-        if len(times) <= size + self.min_history + self._max_horizon():
-            return None
-        cutoff = times[-size - 1]
-        train = df[df[TIMESTAMP] <= cutoff]
-        model = self.clone()
-        model.calibration_steps = 0
-        model.fit(train, freq=self.freq_)
-        # origins every step over the tail, capped so calibration stays cheap
-        origins = times[-size - 1 : -1]
-        stride = max(1, len(origins) // 200)
-        fc = model.historical_forecasts(df, origins[::stride], self._max_horizon())
+        scores = None
+        for cutoff, origins in self._calibration_splits(df):
+            model = self.clone()
+            model.calibration_steps = 0
+            model.fit(df[df[TIMESTAMP] <= cutoff], freq=self.freq_, calendar=self.calendar_)
+            found = self._calibration_scores(model, df, origins)
+            if not found:
+                continue
+            scores = found
+            if min(len(v) for v in scores.values()) >= MIN_RESIDUALS:
+                return scores
+            self._fallback(
+                "calibration_window_widened",
+                1,
+                f"fewer than {MIN_RESIDUALS} calibration residuals per step; widening the window",
+            )
+        return self._pool_scores(scores)
+
+    def _calibration_scores(self, model: Forecaster, df: pd.DataFrame, origins) -> dict | None:
+        """Sorted absolute residuals per step of ``model``'s forecasts from ``origins``."""
+        fc = model.historical_forecasts(df, origins, self._max_horizon())
         fc = fc.merge(df[[SERIES_ID, TIMESTAMP, VALUE]], on=[SERIES_ID, TIMESTAMP])
         fc = fc.dropna(subset=[VALUE, YHAT])
         if fc.empty:
@@ -136,7 +209,31 @@ class Forecaster:
         err = (fc[VALUE] - fc[YHAT]).abs()
         return {int(h): np.sort(e.to_numpy()) for h, e in err.groupby(fc[HORIZON_STEP])}
 
-    # ------------------------------------------------------------------ predict
+    def _pool_scores(self, scores: dict | None) -> dict | None:
+        """Steps with too few residuals borrow those of the nearest steps until they have
+        :data:`MIN_RESIDUALS` (so interval widths still grow with the horizon)."""
+        if not scores or min(len(v) for v in scores.values()) >= MIN_RESIDUALS:
+            return scores
+        steps = sorted(scores)
+        pooled = {}
+        for h in steps:
+            parts, total = [], 0
+            for k in sorted(steps, key=lambda k: (abs(k - h), k)):
+                if total >= MIN_RESIDUALS:
+                    break
+                parts.append(scores[k])
+                total += len(scores[k])
+            pooled[h] = np.sort(np.concatenate(parts))
+        short = [h for h in steps if len(scores[h]) < MIN_RESIDUALS]
+        self._fallback(
+            "calibration_steps_pooled",
+            len(short),
+            f"steps {short[:5]}{'...' if len(short) > 5 else ''} had fewer than "
+            f"{MIN_RESIDUALS} calibration residuals (fewest {min(len(scores[h]) for h in short)}); "
+            "they borrow the residuals of the nearest steps",
+        )
+        return pooled
+
     def predict(
         self,
         horizon: int,
@@ -169,7 +266,9 @@ class Forecaster:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         history = self.history_ if history_df is None else _prepare(history_df)
-        out = self._predict(history, horizon, covariates)
+        history = self._trim_closed_tail(history)
+        history = self._trim_history(history)
+        out = self._drop_closed_targets(self._predict(history, horizon, covariates))
         # extra columns a model adds (e.g. quantile forecasts) follow the standard ones
         extra = [c for c in out.columns if c not in FORECAST_COLUMNS]
         out = out[[*FORECAST_COLUMNS, *extra]]
@@ -208,14 +307,60 @@ class Forecaster:
         """
         self._check_fitted()
         df = _prepare(df)
-        origins = pd.to_datetime(pd.Index(origins))
+        origins = self._service_origins(pd.to_datetime(pd.Index(origins)))
         if covariates is not None and _takes_covariates(self._predict_origins):
             out = self._predict_origins(df, origins, int(horizon), covariates=covariates)
         else:
             out = self._predict_origins(df, origins, int(horizon))
+        out = self._drop_closed_targets(out)
         out = out.sort_values(["origin", SERIES_ID, HORIZON_STEP], kind="stable")
         out = out.reset_index(drop=True)
         return self._add_intervals(out, levels) if levels else out
+
+    # ------------------------------------------------------------------ service calendar
+    def _service_origins(self, origins: pd.DatetimeIndex) -> pd.DatetimeIndex:
+        """Origins in closed slots are not forecast from (a closed metro has no 'now')."""
+        cal = self._service_calendar()
+        if cal is None:
+            return origins
+        return origins[cal.is_open(origins)]
+
+    def _trim_history(self, history: pd.DataFrame) -> pd.DataFrame:
+        """Each series' last ``_history_to_keep()`` rows, for ``bounded_history`` models."""
+        from citybrain_ml.data.sorted_frames import tail_rows
+
+        if not self.bounded_history or history.empty:
+            return history
+        rows = tail_rows(history, self._history_to_keep())  # history is sorted by series
+        return history if len(rows) == len(history) else history.take(rows).reset_index(drop=True)
+
+    def _trim_closed_tail(self, history: pd.DataFrame) -> pd.DataFrame:
+        """Drop each series' trailing closed-slot rows: the origin is its last open slot."""
+        cal = self._service_calendar()
+        if cal is None or history.empty:
+            return history
+        is_open = cal.is_open(history[TIMESTAMP])
+        if is_open.all():
+            return history
+        last_open = history[TIMESTAMP].where(is_open).groupby(history[SERIES_ID]).transform("max")
+        keep = (history[TIMESTAMP] <= last_open).to_numpy()
+        return history[keep].reset_index(drop=True)
+
+    def _drop_closed_targets(self, fc: pd.DataFrame) -> pd.DataFrame:
+        """Models that count grid steps forecast closed slots too; those rows are dropped."""
+        cal = self._service_calendar()
+        if cal is None or self.service_aware or fc.empty:
+            return fc
+        is_open = cal.is_open(fc[TIMESTAMP])
+        if is_open.all():
+            return fc
+        self._fallback(
+            "closed_slot_forecasts_dropped",
+            int((~is_open).sum()),
+            f"{int((~is_open).sum())} forecast rows fall in closed hours ({cal.describe()}) and "
+            "were dropped; this model's horizon_step counts grid steps, not service steps",
+        )
+        return fc[is_open].reset_index(drop=True)
 
     def _predict_origins(self, df: pd.DataFrame, origins, horizon: int) -> pd.DataFrame:
         """Default: one ``_predict`` per origin. Models override with a vectorised path."""
@@ -332,7 +477,11 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
         )
     if not pd.api.types.is_datetime64_any_dtype(df[TIMESTAMP]):
         df = df.assign(**{TIMESTAMP: pd.to_datetime(df[TIMESTAMP])})
-    if not df[[SERIES_ID, TIMESTAMP]].apply(lambda s: s.is_monotonic_increasing).all():
+    from citybrain_ml.data.sorted_frames import is_sorted
+
+    # order by (series_id, timestamp), not per column: a sorted multi-series frame is not
+    # re-sorted (a sort of a city-scale frame costs more than the forecast)
+    if not is_sorted(df):
         df = df.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
     return df.reset_index(drop=True)
 
@@ -350,14 +499,38 @@ def infer_freq(df: pd.DataFrame) -> str:
     return pd.tseries.frequencies.to_offset(step).freqstr
 
 
-def future_index(history: pd.DataFrame, horizon: int, freq: str) -> pd.DataFrame:
-    """``series_id, timestamp, horizon_step`` for the ``horizon`` steps after each series' end."""
+def future_index(
+    history: pd.DataFrame, horizon: int, freq: str, calendar: ServiceCalendar | None = None
+) -> pd.DataFrame:
+    """``series_id, timestamp, horizon_step`` for the ``horizon`` steps after each series' end.
+
+    With a ``calendar`` that has closed slots, step ``h`` is the ``h``-th *open* slot.
+    """
     last = history.groupby(SERIES_ID, sort=False)[TIMESTAMP].max()
-    offset = pd.tseries.frequencies.to_offset(freq)
     steps = np.arange(1, horizon + 1)
     sid = np.repeat(last.index.to_numpy(), horizon)
-    ts = np.repeat(last.to_numpy(), horizon) + np.tile(steps, len(last)) * pd.Timedelta(offset)
+    ts = target_times(last.to_numpy(), horizon, freq, calendar).reshape(-1)
     return pd.DataFrame({SERIES_ID: sid, TIMESTAMP: ts, HORIZON_STEP: np.tile(steps, len(last))})
+
+
+def target_times(
+    origins, horizon: int, freq: str, calendar: ServiceCalendar | None = None
+) -> np.ndarray:
+    """``(n_origins, horizon)`` target timestamps: grid steps, or open slots under a calendar."""
+    if calendar is not None and calendar.has_closed:
+        return calendar.target_times(origins, horizon)
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    origins = pd.DatetimeIndex(origins).to_numpy()
+    return origins[:, None] + np.arange(1, horizon + 1)[None, :] * step
+
+
+def service_times(df: pd.DataFrame, calendar: ServiceCalendar | None = None) -> np.ndarray:
+    """Sorted unique timestamps in service at which at least one series has a value."""
+    observed = df.loc[df[VALUE].notna(), TIMESTAMP]
+    times = np.sort(observed.unique())
+    if calendar is not None and calendar.has_closed:
+        times = times[calendar.is_open(times)]
+    return times
 
 
 def _package_version() -> str:

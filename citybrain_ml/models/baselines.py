@@ -1,12 +1,18 @@
-"""Baselines every learned model must beat: last value, seasonal naive, time-of-week average."""
+"""Baselines every learned model must beat: last value, seasonal naive, time-of-week average.
+
+All three count horizons in service steps under a calendar with closed slots: step ``h`` is
+the ``h``-th open slot after the origin, and the seasonal naive looks back whole seasons in
+calendar time (the same slot one day earlier).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from citybrain_ml.data.calendar import steps_per_day
 from citybrain_ml.data.schema import HORIZON_STEP, SERIES_ID, TIMESTAMP, VALUE, YHAT
-from citybrain_ml.models.base import Forecaster, future_index
+from citybrain_ml.models.base import Forecaster, future_index, target_times
 
 
 def _grid(df: pd.DataFrame, freq: str) -> pd.DataFrame:
@@ -16,10 +22,12 @@ def _grid(df: pd.DataFrame, freq: str) -> pd.DataFrame:
     return wide.reindex(full)
 
 
-def _origin_frame(wide: pd.DataFrame, origins, horizon: int, freq: str, values) -> pd.DataFrame:
+def _origin_frame(
+    wide: pd.DataFrame, origins, horizon: int, freq: str, values, calendar=None
+) -> pd.DataFrame:
     """Long forecast frame from ``values[o, h, n]`` for origins x steps x series."""
-    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
     origins = pd.DatetimeIndex(origins)
+    targets = target_times(origins, horizon, freq, calendar)
     n_o, n_s = len(origins), wide.shape[1]
     steps = np.arange(1, horizon + 1)
     o_idx = np.repeat(np.arange(n_o), horizon * n_s)
@@ -28,12 +36,27 @@ def _origin_frame(wide: pd.DataFrame, origins, horizon: int, freq: str, values) 
     return pd.DataFrame(
         {
             SERIES_ID: wide.columns.to_numpy()[s_idx],
-            TIMESTAMP: origins.to_numpy()[o_idx] + h_idx * step,
+            TIMESTAMP: targets[o_idx, h_idx - 1],
             HORIZON_STEP: h_idx,
             YHAT: np.asarray(values, dtype=float).reshape(-1),
             "origin": origins.to_numpy()[o_idx],
         }
     )
+
+
+def _grid_offsets(origins, horizon: int, freq: str, calendar) -> np.ndarray:
+    """``(n_origins, horizon)`` grid steps from each origin to its targets."""
+    if calendar is not None and calendar.has_closed:
+        return calendar.offsets(origins, horizon)
+    return np.broadcast_to(np.arange(1, horizon + 1), (len(origins), horizon))
+
+
+def default_season(freq: str) -> int:
+    """One day in steps for sub-daily data, one week for daily data, else 1."""
+    per_day = steps_per_day(freq)
+    if per_day and per_day > 1:
+        return per_day
+    return 7 if per_day == 1 else 1
 
 
 def _positions(wide: pd.DataFrame, origins) -> np.ndarray:
@@ -55,6 +78,8 @@ class LastValue(Forecaster):
         Trailing steps held out for split-conformal intervals (None = default, 0 = off).
     """
 
+    service_aware = True
+
     def __init__(self, horizon: int = 12, calibration_steps: int | None = None):
         self.horizon = horizon
         self.calibration_steps = calibration_steps
@@ -70,11 +95,11 @@ class LastValue(Forecaster):
         wide = _grid(df, self.freq_)
         last = wide.ffill().to_numpy()[_positions(wide, origins)]  # (origins, series)
         values = np.repeat(last[:, None, :], horizon, axis=1)
-        return _origin_frame(wide, origins, horizon, self.freq_, values)
+        return _origin_frame(wide, origins, horizon, self.freq_, values, self._service_calendar())
 
     def _predict(self, history, horizon, covariates):
         last = history.dropna(subset=[VALUE]).groupby(SERIES_ID, sort=False)[VALUE].last()
-        out = future_index(history, horizon, self.freq_)
+        out = future_index(history, horizon, self.freq_, self._service_calendar())
         out[YHAT] = out[SERIES_ID].map(last).to_numpy(dtype=float)
         return out
 
@@ -84,40 +109,54 @@ class SeasonalNaive(Forecaster):
 
     Parameters
     ----------
-    season_length : int
-        Steps per season (e.g. 96 for one day at 15 min, 168 for a week at 1 h).
+    season_length : int, optional
+        Grid steps per season in calendar time (96 = one day at 15 min, 168 = a week at
+        1 h), also under a service calendar: closed slots are grid steps too. ``None`` = one
+        day for sub-daily data, one week for daily data.
     horizon, calibration_steps : see :class:`LastValue`.
     """
 
+    service_aware = True
+
     def __init__(
-        self, season_length: int = 24, horizon: int = 12, calibration_steps: int | None = None
+        self,
+        season_length: int | None = None,
+        horizon: int = 12,
+        calibration_steps: int | None = None,
     ):
         self.season_length = season_length
         self.horizon = horizon
         self.calibration_steps = calibration_steps
 
+    def _season(self) -> int:
+        if self.season_length is not None:
+            return int(self.season_length)
+        freq = getattr(self, "freq_", None)
+        return default_season(freq) if freq else 1
+
     @property
     def min_history(self) -> int:
-        return int(self.season_length)
+        return self._season()
 
     def _fit(self, df: pd.DataFrame) -> None:
         pass
 
     def _predict_origins(self, df, origins, horizon):
-        m = int(self.season_length)
+        m = self._season()
         wide = _grid(df, self.freq_)
         arr = wide.to_numpy()
         pos = _positions(wide, origins)
-        steps = np.arange(1, horizon + 1)
-        src = pos[:, None] + steps[None, :] - m * np.ceil(steps / m).astype(int)[None, :]
+        off = _grid_offsets(origins, horizon, self.freq_, self._service_calendar())
+        src = pos[:, None] + off - m * np.ceil(off / m).astype(int)
         values = np.where((src >= 0)[..., None], arr[np.clip(src, 0, None)], np.nan)
-        return _origin_frame(wide, origins, horizon, self.freq_, values)
+        return _origin_frame(wide, origins, horizon, self.freq_, values, self._service_calendar())
 
     def _predict(self, history, horizon, covariates):
-        m = int(self.season_length)
-        out = future_index(history, horizon, self.freq_)
+        m = self._season()
+        out = future_index(history, horizon, self.freq_, self._service_calendar())
         offset = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq_))
-        steps = out["horizon_step"].to_numpy()
+        last = out[SERIES_ID].map(history.groupby(SERIES_ID, sort=False)[TIMESTAMP].max())
+        steps = ((out[TIMESTAMP] - last) // offset).to_numpy(dtype=np.int64)
         back = m * np.ceil(steps / m).astype(int)
         lookup = history.set_index([SERIES_ID, TIMESTAMP])[VALUE]
         keys = pd.MultiIndex.from_arrays(
@@ -134,10 +173,14 @@ class HistoricalAverage(Forecaster):
 
     Parameters
     ----------
-    period : {"week", "day"}
-        Seasonal profile to average over.
+    period : {"week", "daytype", "day"}
+        Seasonal profile to average over: time of week, time of day separately for
+        weekdays and weekends (``"daytype"``, for histories shorter than two weeks), or
+        time of day.
     horizon, calibration_steps : see :class:`LastValue`.
     """
+
+    service_aware = True
 
     def __init__(
         self, period: str = "week", horizon: int = 12, calibration_steps: int | None = None
@@ -151,8 +194,10 @@ class HistoricalAverage(Forecaster):
         seconds = ts.hour * 3600 + ts.minute * 60 + ts.second
         if self.period == "week":
             seconds = seconds + ts.day_of_week * 86400
+        elif self.period == "daytype":
+            seconds = seconds + (ts.day_of_week >= 5) * 86400
         elif self.period != "day":
-            raise ValueError(f"period must be 'week' or 'day', got {self.period!r}")
+            raise ValueError(f"period must be 'week', 'daytype' or 'day', got {self.period!r}")
         return np.asarray(seconds)
 
     def _fit(self, df: pd.DataFrame) -> None:
@@ -164,17 +209,24 @@ class HistoricalAverage(Forecaster):
     def _predict_origins(self, df, origins, horizon):
         wide = _grid(df, self.freq_)
         zeros = np.zeros((len(origins), horizon, wide.shape[1]))
-        frame = _origin_frame(wide, origins, horizon, self.freq_, zeros)
+        frame = _origin_frame(wide, origins, horizon, self.freq_, zeros, self._service_calendar())
         frame[YHAT] = self._lookup(frame)
         return frame
 
     def _lookup(self, out: pd.DataFrame) -> np.ndarray:
         keys = pd.MultiIndex.from_arrays([out[SERIES_ID].to_numpy(), self._slot(out[TIMESTAMP])])
         yhat = self.profile_.reindex(keys).to_numpy(dtype=float)
+        unseen = np.isnan(yhat)
+        self._fallback(
+            "unseen_slot_series_mean",
+            int(unseen.sum()),
+            f"{int(unseen.sum())} of {len(yhat)} forecasts are for {self.period} slots never "
+            "seen in training and use the series mean instead",
+        )
         fallback = out[SERIES_ID].map(self.series_mean_).to_numpy(dtype=float)
-        return np.where(np.isnan(yhat), fallback, yhat)
+        return np.where(unseen, fallback, yhat)
 
     def _predict(self, history, horizon, covariates):
-        out = future_index(history, horizon, self.freq_)
+        out = future_index(history, horizon, self.freq_, self._service_calendar())
         out[YHAT] = self._lookup(out)
         return out

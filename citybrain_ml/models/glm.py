@@ -62,8 +62,11 @@ class PoissonGLMForecaster(Forecaster):
     ----------
     horizon : int
         Longest horizon in steps; one GLM per step.
-    windows : tuple of int
+    windows : tuple of int, optional
         Rolling-mean windows (steps, ending at the origin) of the cell's own counts.
+        ``None`` (and likewise for ``neighbour_windows``, ``profile``, ``profile_spans``,
+        ``harmonics``) takes the default for the data's frequency, see
+        :func:`frequency_defaults`.
     lags : tuple of int
         ``lag_k`` = the k-th most recent count (``lag_1`` = the origin's own).
     adjacency : DataFrame, optional
@@ -102,14 +105,14 @@ class PoissonGLMForecaster(Forecaster):
     def __init__(
         self,
         horizon: int = 1,
-        windows: tuple = (24, 168, 672, 2016),
+        windows: tuple | None = None,
         lags: tuple = (1,),
         adjacency: pd.DataFrame | None = None,
-        neighbour_windows: tuple = (168, 672),
-        profile: str = "day",
-        profile_spans: tuple = (28, 84),
+        neighbour_windows: tuple | None = None,
+        profile: str | None = None,
+        profile_spans: tuple | None = None,
         profile_prior: float = 2.0,
-        harmonics: int = 3,
+        harmonics: int | None = None,
         day_of_week: bool = True,
         use_covariates: bool = False,
         max_train_rows: int = 400_000,
@@ -136,15 +139,32 @@ class PoissonGLMForecaster(Forecaster):
     # ------------------------------------------------------------------ history
     @property
     def min_history(self) -> int:
-        spans = [self._period() * int(n) for n in self.profile_spans] if self._period() else []
-        return int(max([1, *self.lags, *self.windows, *self._nbr_windows(), *spans]))
+        spans = self._setting("profile_spans")
+        spans = [self._period() * int(n) for n in spans] if self._period() else []
+        windows = self._setting("windows")
+        return int(max([1, *self.lags, *windows, *self._nbr_windows(), *spans]))
+
+    def _setting(self, name: str):
+        """A parameter, or its default for the data's frequency when it is None."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        # before fit the frequency is unknown: the hourly defaults (the models' origin)
+        return frequency_defaults(getattr(self, "freq_", "h"))[name]
+
+    def settings(self) -> dict:
+        """The frequency-dependent parameters as used (defaults resolved)."""
+        return {name: self._setting(name) for name in FREQUENCY_PARAMS}
 
     def _period(self) -> int:
         """Steps per profile season (0 = no profile features)."""
-        if self.profile == "none" or not hasattr(self, "freq_"):
+        profile = self._setting("profile")
+        if profile == "none" or not hasattr(self, "freq_"):
             return 0
-        step = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq_))
-        period = pd.Timedelta(days=1 if self.profile == "day" else 7) // step
+        step = _step(self.freq_)
+        if step is None:
+            return 0
+        period = pd.Timedelta(days=1 if profile == "day" else 7) // step
         # a daily profile of daily data is a single slot: nothing to learn
         return int(period) if period >= 2 else 0
 
@@ -152,7 +172,7 @@ class PoissonGLMForecaster(Forecaster):
         return self.min_history
 
     def _nbr_windows(self) -> tuple:
-        return tuple(self.neighbour_windows) if self.adjacency is not None else ()
+        return tuple(self._setting("neighbour_windows")) if self.adjacency is not None else ()
 
     # ------------------------------------------------------------------ fit
     def _fit(self, df: pd.DataFrame) -> None:
@@ -167,11 +187,13 @@ class PoissonGLMForecaster(Forecaster):
             self._fit_step(step, X, y)
 
     def _check_params(self) -> None:
-        if self.profile not in PROFILES:
-            raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
+        profile = self._setting("profile")
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
         if int(self.horizon) < 1:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
-        bad = [w for w in (*self.windows, *self.lags, *self.neighbour_windows) if int(w) < 1]
+        windows = (*self._setting("windows"), *self.lags, *self._setting("neighbour_windows"))
+        bad = [w for w in windows if int(w) < 1]
         if bad:
             raise ValueError(f"windows and lags must be >= 1, got {bad}")
 
@@ -226,7 +248,7 @@ class PoissonGLMForecaster(Forecaster):
         out = {}
         for k in self.lags:
             out[f"log1p_lag_{int(k)}"] = np.log1p(np.clip(shift(y, int(k) - 1), 0, None))
-        rolled = rolling_features(y, self.windows, stats=("mean",))
+        rolled = rolling_features(y, tuple(self._setting("windows")), stats=("mean",))
         for name, mat in rolled.items():
             out[f"log_{name}"] = np.log(np.clip(mat, 0, None) + RATE_FLOOR)
         if self._nbr_windows():
@@ -252,7 +274,7 @@ class PoissonGLMForecaster(Forecaster):
         # the most recent same-slot step at or before the origin
         base = t_idx + step - period * int(np.ceil(step / period))
         prior = float(self.profile_prior)
-        for n in self.profile_spans:
+        for n in self._setting("profile_spans"):
             first = base - int(n) * period
             total = _take(sums, base, n_idx) - _take(sums, first, n_idx)
             seen = _take(counts, base, n_idx) - _take(counts, first, n_idx)
@@ -264,7 +286,7 @@ class PoissonGLMForecaster(Forecaster):
     def _calendar(self, target_times: pd.DatetimeIndex) -> dict[str, np.ndarray]:
         out = {}
         hour = (target_times.hour + target_times.minute / 60.0).to_numpy(dtype=float)
-        for k in range(1, int(self.harmonics) + 1):
+        for k in range(1, int(self._setting("harmonics")) + 1):
             out[f"hod_sin_{k}"] = np.sin(2 * np.pi * k * hour / 24.0)
             out[f"hod_cos_{k}"] = np.cos(2 * np.pi * k * hour / 24.0)
         if self.day_of_week:
@@ -347,14 +369,14 @@ class NegativeBinomialGLMForecaster(PoissonGLMForecaster):
     def __init__(
         self,
         horizon: int = 1,
-        windows: tuple = (24, 168, 672, 2016),
+        windows: tuple | None = None,
         lags: tuple = (1,),
         adjacency: pd.DataFrame | None = None,
-        neighbour_windows: tuple = (168, 672),
-        profile: str = "day",
-        profile_spans: tuple = (28, 84),
+        neighbour_windows: tuple | None = None,
+        profile: str | None = None,
+        profile_spans: tuple | None = None,
         profile_prior: float = 2.0,
-        harmonics: int = 3,
+        harmonics: int | None = None,
         day_of_week: bool = True,
         use_covariates: bool = False,
         max_train_rows: int = 400_000,
@@ -396,6 +418,75 @@ class NegativeBinomialGLMForecaster(PoissonGLMForecaster):
         family = sm.families.NegativeBinomial(alpha=float(alpha))
         result = _irls(sm.GLM(y, Z, family=family), self.maxiter, start_params=start)
         return result.params, float(alpha)
+
+
+#: parameters whose ``None`` default depends on the data's frequency
+FREQUENCY_PARAMS = ("windows", "neighbour_windows", "profile", "profile_spans", "harmonics")
+
+
+def frequency_defaults(freq: str) -> dict:
+    """Feature windows and seasonal terms that suit data sampled at ``freq``.
+
+    The same spans of time whatever the step, so hourly and daily data get comparable
+    features instead of hourly windows counted in days (2,016 hours = 12 weeks, but
+    2,016 days = 5.5 years of history before the first training row):
+
+    * below a day: rolling means over 1, 7, 28 and 84 days, neighbours over 7 and 28 days,
+      cell x hour-of-day rates over the last 28 and 84 days, 3 hour-of-day harmonics
+      (hourly data: windows 24/168/672/2016 steps, the defaults the models were built on);
+    * daily: rolling means over 7, 28, 91 and 364 days, neighbours over 28 days, cell x
+      day-of-week rates over the last 8 and 26 weeks, no hour harmonics (the settings of
+      the crime benchmark, ``experiments/incidents_crime.py``);
+    * coarser (weekly, monthly): rolling means over 4, 13 and 52 steps, neighbours over 13,
+      no seasonal profile or harmonics.
+
+    Parameters
+    ----------
+    freq : str
+        Pandas frequency of the data.
+
+    Returns
+    -------
+    dict
+        ``windows, neighbour_windows, profile, profile_spans, harmonics``.
+    """
+    step = _step(freq)
+    day = pd.Timedelta(days=1)
+    if step is not None and step < day:
+
+        def steps(days: int) -> int:
+            return max(1, int(pd.Timedelta(days=days) // step))
+
+        return {
+            "windows": tuple(steps(d) for d in (1, 7, 28, 84)),
+            "neighbour_windows": (steps(7), steps(28)),
+            "profile": "day",
+            "profile_spans": (28, 84),
+            "harmonics": 3,
+        }
+    if step == day:
+        return {
+            "windows": (7, 28, 91, 364),
+            "neighbour_windows": (28,),
+            "profile": "week",
+            "profile_spans": (8, 26),
+            "harmonics": 0,
+        }
+    return {
+        "windows": (4, 13, 52),
+        "neighbour_windows": (13,),
+        "profile": "none",
+        "profile_spans": (),
+        "harmonics": 0,
+    }
+
+
+def _step(freq: str) -> pd.Timedelta | None:
+    """Fixed length of ``freq``, or None for calendar frequencies (``W``, ``MS``)."""
+    try:
+        return pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    except ValueError:
+        return None
 
 
 def dispersion_alpha(y, mu, floor: float = 1e-6) -> float:

@@ -14,9 +14,15 @@ Forecasts are ``rate_i * profile[slot(target)]`` where ``profile`` is the city-w
 time-of-day (or time-of-week) share learnt in training (``time_profile="none"``: flat). The
 cell ranking within a period therefore depends only on space, as in the literature baseline.
 
-Cell positions come from ``coordinates`` (``series_id, x, y`` in any unit shared with
-``bandwidth``) or, by default, from grid ids ``r{row}_c{col}`` / ``cell_{row}_{col}``
-(unit: one cell side).
+Cell positions come from ``coordinates`` (``series_id, x, y`` in metres) or, by default,
+from grid ids ``r{row}_c{col}`` / ``cell_{row}_{col}`` times ``cell_size_m``. The kernel
+width is ``bandwidth_m`` metres; ``bandwidth`` (older configs) is the same width in cell
+sides (in the coordinates' unit when ``coordinates`` are given), and the only way to set it
+on a grid of unknown cell size (the GSNet accident grid). A job on an events grid passes
+its ``cell_size_m`` to the model.
+
+``time_profile="auto"`` (default) follows the data's frequency: the hour-of-day share for
+sub-daily data, the day-of-week share for daily data, none for coarser periods.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from citybrain_ml.data.schema import FORECAST_COLUMNS, HORIZON_STEP, SERIES_ID, 
 from citybrain_ml.features.lag_transforms import to_matrix
 from citybrain_ml.models.base import Forecaster
 
-TIME_PROFILES = ("none", "day", "week")
+TIME_PROFILES = ("auto", "none", "day", "week")
 _GRID_ID = re.compile(r"^(?:r|cell_)(\d+)_c?(\d+)$")
 
 
@@ -42,15 +48,23 @@ class KDEHotspotForecaster(Forecaster):
     horizon : int
         Longest horizon in steps (the forecast does not depend on the step beyond the
         time profile).
-    bandwidth : float
-        Kernel standard deviation, in the unit of the coordinates (grid ids: cells).
+    bandwidth_m : float, optional
+        Kernel standard deviation in metres; needs ``cell_size_m`` (grid ids) or metric
+        ``coordinates``.
+    bandwidth : float, optional
+        The same in cell sides (or the unit of ``coordinates``), kept for older configs and
+        grids without a metric size. Give one of the two; neither means one cell side.
     window : int, optional
         Steps of history before each origin used for the rates; ``None`` uses the whole
         training window and ignores the history at forecast time.
-    time_profile : {"none", "day", "week"}
-        City-wide multiplicative profile over the hour of day / hour of week.
+    time_profile : {"auto", "none", "day", "week"}
+        City-wide multiplicative profile over the hour of day / hour of week; ``auto``
+        picks from the data's frequency (``day`` below a day, ``week`` for daily data,
+        ``none`` above).
     coordinates : DataFrame, optional
-        ``series_id, x, y`` cell-centre coordinates (e.g. metres on a local projection).
+        ``series_id, x, y`` cell-centre coordinates in metres (local projection).
+    cell_size_m : float, optional
+        Side of a grid-id cell in metres (set by jobs from an events grid).
     calibration_steps : int, optional
         Trailing steps held out for split-conformal intervals (None = default, 0 = off).
     """
@@ -58,17 +72,21 @@ class KDEHotspotForecaster(Forecaster):
     def __init__(
         self,
         horizon: int = 1,
-        bandwidth: float = 1.0,
+        bandwidth_m: float | None = None,
+        bandwidth: float | None = None,
         window: int | None = None,
-        time_profile: str = "day",
+        time_profile: str = "auto",
         coordinates: pd.DataFrame | None = None,
+        cell_size_m: float | None = None,
         calibration_steps: int | None = 0,
     ):
         self.horizon = horizon
+        self.bandwidth_m = bandwidth_m
         self.bandwidth = bandwidth
         self.window = window
         self.time_profile = time_profile
         self.coordinates = coordinates
+        self.cell_size_m = cell_size_m
         self.calibration_steps = calibration_steps
 
     @property
@@ -81,13 +99,43 @@ class KDEHotspotForecaster(Forecaster):
             raise ValueError(
                 f"time_profile must be one of {TIME_PROFILES}, got {self.time_profile!r}"
             )
-        if not self.bandwidth > 0:
-            raise ValueError(f"bandwidth must be > 0, got {self.bandwidth}")
+        self.time_profile_ = resolve_time_profile(self.time_profile, self.freq_)
+        self.width_, self.unit_ = self._width()
         grid = to_matrix(df, self.freq_)
         self.ids_ = np.asarray(grid.ids, dtype=object)
         self.kernel_ = self._kernel(self.ids_)
         self.rate_ = pd.Series(self._smooth(np.nanmean(grid.values, axis=0)), index=self.ids_)
         self.profile_ = self._time_profile(grid)
+
+    def _width(self) -> tuple[float, str]:
+        """Kernel width in the unit of :meth:`_positions`, and that unit."""
+        if self.bandwidth_m is not None and self.bandwidth is not None:
+            raise ValueError("give bandwidth_m (metres) or bandwidth (cells), not both")
+        if self.cell_size_m is not None and not self.cell_size_m > 0:
+            raise ValueError(f"cell_size_m must be > 0, got {self.cell_size_m}")
+        width = self.bandwidth_m if self.bandwidth_m is not None else self.bandwidth
+        if width is not None and not width > 0:
+            raise ValueError(f"bandwidth must be > 0, got {width}")
+        if self.coordinates is not None:
+            # coordinates are metres; an older `bandwidth` was in their unit as well
+            return float(width if width is not None else 1.0), "m"
+        if self.cell_size_m is None:
+            if self.bandwidth_m is not None:
+                raise ValueError(
+                    "bandwidth_m is in metres but the grid's cell size is unknown: give "
+                    "cell_size_m, coordinates (x, y in metres) or bandwidth in cells"
+                )
+            return float(width if width is not None else 1.0), "cells"
+        if self.bandwidth_m is not None:
+            return float(self.bandwidth_m), "m"
+        cells = 1.0 if self.bandwidth is None else float(self.bandwidth)
+        return cells * float(self.cell_size_m), "m"
+
+    @property
+    def bandwidth_m_(self) -> float | None:
+        """Fitted kernel width in metres (None on a grid of unknown cell size)."""
+        self._check_fitted()
+        return self.width_ if self.unit_ == "m" else None
 
     def _positions(self, ids: np.ndarray) -> np.ndarray:
         if self.coordinates is not None:
@@ -106,14 +154,15 @@ class KDEHotspotForecaster(Forecaster):
                 f"series_id {bad[0]!r} is not a grid id (r{{row}}_c{{col}} or "
                 "cell_{row}_{col}); pass coordinates=DataFrame(series_id, x, y)"
             )
-        # x = column (east), y = row (north), in cells
-        return np.array([(int(m.group(2)), int(m.group(1))) for m in parsed], dtype=float)
+        # x = column (east), y = row (north), in cells (metres with a known cell size)
+        cells = np.array([(int(m.group(2)), int(m.group(1))) for m in parsed], dtype=float)
+        return cells * float(self.cell_size_m) if self.cell_size_m is not None else cells
 
     def _kernel(self, ids: np.ndarray) -> np.ndarray:
         """Row-normalised Gaussian weights ``(N, N)``: row i averages the cells around i."""
         pos = self._positions(ids)
         d2 = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(axis=-1)
-        weights = np.exp(-d2 / (2.0 * float(self.bandwidth) ** 2))
+        weights = np.exp(-d2 / (2.0 * self.width_**2))
         return weights / weights.sum(axis=1, keepdims=True)
 
     def _smooth(self, rates: np.ndarray) -> np.ndarray:
@@ -125,10 +174,10 @@ class KDEHotspotForecaster(Forecaster):
             return np.where(den > 0, num / den, np.nan)
 
     def _time_profile(self, grid) -> pd.Series | None:
-        if self.time_profile == "none":
+        if self.time_profile_ == "none":
             return None
         total = pd.Series(np.nanmean(grid.values, axis=1), index=grid.times)
-        slots = _slot(grid.times, self.time_profile)
+        slots = _slot(grid.times, self.time_profile_)
         overall = total.mean()
         if not overall > 0:
             return None
@@ -190,8 +239,31 @@ class KDEHotspotForecaster(Forecaster):
     def _profile_at(self, target: pd.DatetimeIndex) -> np.ndarray:
         if self.profile_ is None:
             return np.ones(len(target))
-        slots = _slot(target, self.time_profile)
+        slots = _slot(target, self.time_profile_)
         return self.profile_.reindex(slots).fillna(1.0).to_numpy()
+
+
+def resolve_time_profile(profile: str, freq: str) -> str:
+    """``auto`` -> ``day`` below a day, ``week`` for daily (up to weekly), else ``none``.
+
+    A profile over the hour of day is flat on daily data, and one over the hour of week
+    is the day-of-week profile there: pick what the data can show.
+    """
+    if profile != "auto":
+        return profile
+    step = step_of(freq)
+    if step is None or step > pd.Timedelta(days=1):
+        return "none"
+    return "day" if step < pd.Timedelta(days=1) else "week"
+
+
+def step_of(freq: str) -> pd.Timedelta | None:
+    """The fixed length of a pandas frequency, or None for calendar ones (``W``, ``MS``)."""
+    offset = pd.tseries.frequencies.to_offset(freq)
+    try:
+        return pd.Timedelta(offset)
+    except ValueError:
+        return None
 
 
 def _slot(times: pd.DatetimeIndex, profile: str) -> np.ndarray:

@@ -40,7 +40,7 @@ Covariate modes
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import lightgbm as lgb
 import numpy as np
@@ -68,6 +68,7 @@ from citybrain_ml.features.lag_transforms import (
     rolling_features,
     to_matrix,
 )
+from citybrain_ml.features.origin import features_at_rows, neighbour_features_at_rows
 from citybrain_ml.models.base import Forecaster, _nearest, conformal_quantile
 
 OBJECTIVES = {
@@ -103,6 +104,10 @@ class _Panel:
 class LightGBMForecaster(Forecaster):
     """Global gradient-boosted forecaster over lag, window, calendar and graph features.
 
+    Under a service calendar with closed slots (see :mod:`citybrain_ml.data.calendar`)
+    origins are open slots only and horizon step ``h`` is the ``h``-th open slot after the
+    origin; seasonal lags stay in calendar time (the same slot one day / week earlier).
+
     Parameters
     ----------
     horizon : int
@@ -123,7 +128,10 @@ class LightGBMForecaster(Forecaster):
         time). ``None`` picks 1 day and 1 week from the frequency, each kept only when the
         training series are at least two seasons long.
     calendar : bool
-        Add calendar features of the target timestamp.
+        Add calendar features of the target timestamp (hour, day of week, weekend, ...).
+    holidays : list of str, optional
+        Dates (``"2025-12-25"``) flagged as holidays: adds ``is_holiday`` of the target day,
+        so a holiday can be learned as its own day type.
     adjacency : DataFrame, optional
         Edge list ``src, dst, weight``; enables neighbour-mean features.
     neighbour_lags, neighbour_windows : tuple of int
@@ -133,6 +141,12 @@ class LightGBMForecaster(Forecaster):
         Also neighbour means over the 2-hop ring.
     use_covariates : bool
         Use the numeric covariate columns of the frame at their value at the origin.
+    seasonal_residual : bool
+        Learn the difference from the seasonal naive forecast (the value one season -- the
+        shortest of ``seasonal_lags`` -- before the target, in calendar time) instead of the
+        level; forecasts add it back, so a model with little to learn stays close to "same
+        slot yesterday". Where no value exists a season back, the last observed value at the
+        origin stands in (counted in ``fallbacks_``). Not combined with ``delta_target``.
     delta_target : bool
         Learn the change from the last observed (transformed) value at the origin instead of
         the level; forecasts add it back. Keeps short horizons close to persistence when one
@@ -212,6 +226,7 @@ class LightGBMForecaster(Forecaster):
         ewm_halflives: tuple = (2.0, 8.0),
         seasonal_lags: tuple | None = None,
         calendar: bool = True,
+        holidays: list | None = None,
         adjacency: pd.DataFrame | None = None,
         neighbour_lags: tuple = (1, 2),
         neighbour_windows: tuple = (4,),
@@ -219,6 +234,7 @@ class LightGBMForecaster(Forecaster):
         use_covariates: bool = True,
         future_covariates: tuple | str | None = None,
         delta_target: bool = False,
+        seasonal_residual: bool = False,
         target_transform: str = "none",
         objective: str = "l2",
         quantiles: tuple = (0.05, 0.5, 0.95),
@@ -249,6 +265,7 @@ class LightGBMForecaster(Forecaster):
         self.ewm_halflives = ewm_halflives
         self.seasonal_lags = seasonal_lags
         self.calendar = calendar
+        self.holidays = holidays
         self.adjacency = adjacency
         self.neighbour_lags = neighbour_lags
         self.neighbour_windows = neighbour_windows
@@ -256,6 +273,7 @@ class LightGBMForecaster(Forecaster):
         self.use_covariates = use_covariates
         self.future_covariates = future_covariates
         self.delta_target = delta_target
+        self.seasonal_residual = seasonal_residual
         self.target_transform = target_transform
         self.objective = objective
         self.quantiles = quantiles
@@ -295,6 +313,27 @@ class LightGBMForecaster(Forecaster):
             seasonal=seasonal,
         )
 
+    def _origin_span(self) -> int:
+        """Steps up to an origin that its lag, window, diff, EWM and neighbour features read."""
+        nbr = (*self.neighbour_lags, *self.neighbour_windows) if self.adjacency is not None else ()
+        return history_needed(
+            lags=(*self.lags, *nbr),
+            windows=self.rolling_windows,
+            diffs=self.diffs,
+            halflives=self.ewm_halflives,
+        )
+
+    @property
+    def bounded_history(self) -> bool:
+        """Forecasts read only the last ``_history_to_keep()`` steps, so ``predict`` trims to them.
+
+        Not with ``delta_target`` or ``seasonal_residual`` (their anchor is the last observed
+        value, however old) nor ``normalize_per_series`` (an unseen series is scaled on all
+        the history it brings).
+        """
+        anchored = getattr(self, "delta_target", False) or getattr(self, "seasonal_residual", False)
+        return not anchored and self.target_transform != "normalize_per_series"
+
     # ------------------------------------------------------------------ fit
     def _fit(self, df: pd.DataFrame) -> None:
         self._check_params()
@@ -304,6 +343,12 @@ class LightGBMForecaster(Forecaster):
             return
         self.covariates_ = self._covariate_columns(df)
         self.seasonal_lags_ = self._auto_seasonal_lags(df)
+        if self.seasonal_residual and not self.seasonal_lags_:
+            self._fallback(
+                "seasonal_residual_off",
+                1,
+                "seasonal_residual needs two seasons of history (none kept); learning levels",
+            )
         grid = to_matrix(df, self.freq_)
         self.scale_ = self._series_scale(grid, len(grid.times))
         panel = self._panel(df, grid, upto=len(grid.times))
@@ -405,6 +450,8 @@ class LightGBMForecaster(Forecaster):
             raise ValueError(
                 f"direct_steps must be >= 1 for strategy='hybrid', got {self.direct_steps}"
             )
+        if self.seasonal_residual and self.delta_target:
+            raise ValueError("seasonal_residual and delta_target are alternatives; pick one")
         if self.objective == "quantile" and not all(0 < q < 1 for q in self.quantiles):
             raise ValueError(f"quantiles must lie in (0, 1), got {self.quantiles}")
 
@@ -467,7 +514,9 @@ class LightGBMForecaster(Forecaster):
         step = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq_))
         # getattr: models pickled before delta_target existed load as level models
         anchor = (
-            pd.DataFrame(z).ffill().to_numpy() if getattr(self, "delta_target", False) else None
+            pd.DataFrame(z).ffill().to_numpy()
+            if getattr(self, "delta_target", False) or self._seasonal_base()
+            else None
         )
         return _Panel(grid, z, scale, covs, first, step, anchor)
 
@@ -510,29 +559,77 @@ class LightGBMForecaster(Forecaster):
         feats.update({f"cov_{c}": m for c, m in panel.covariates.items()})
         return {k: v.astype(np.float32, copy=False) for k, v in feats.items()}
 
+    def _offsets(self, panel: _Panel, t_idx, step: int) -> np.ndarray:
+        """Grid rows from each origin to its target: ``step``, or the step-th open slot."""
+        cal = self._service_calendar()
+        if cal is None:
+            return np.full(len(t_idx), int(step), dtype=np.int64)
+        first = cal.slot_of(panel.grid.times[:1])[0]
+        slots = (first + np.asarray(t_idx)) % cal.steps_per_day
+        return cal._offset_table(int(step))[slots, int(step) - 1]
+
+    def _seasonal_base(self) -> int | None:
+        """The season the residual target is taken over, or None for a level/delta model."""
+        if not getattr(self, "seasonal_residual", False):
+            return None
+        seasons = getattr(self, "seasonal_lags_", ())
+        return int(min(seasons)) if seasons else None
+
+    def _reference(self, panel: _Panel, t_idx, n_idx, step: int, count: bool = False):
+        """What the target is learned relative to: last value (delta) or seasonal naive."""
+        last = panel.anchor[t_idx, n_idx]
+        m = self._seasonal_base()
+        if m is None:
+            return last
+        off = self._offsets(panel, t_idx, step)
+        src = t_idx + off - m * np.ceil(off / m).astype(np.int64)
+        ref = np.full(len(t_idx), np.nan)
+        ok = src >= 0
+        ref[ok] = panel.z[src[ok], n_idx[ok]]
+        gap = np.isnan(ref)
+        if count:
+            self._fallback(
+                "seasonal_reference_last_value",
+                int(gap.sum()),
+                f"{int(gap.sum())} forecasts at step {step} had no value one season back; "
+                "the last observed value stood in for the seasonal naive",
+            )
+        ref[gap] = last[gap]
+        return ref
+
     def _step_features(self, panel: _Panel, t_idx, n_idx, step: int) -> dict[str, np.ndarray]:
         """Features tied to the target time ``origin + step``: seasonal lags and calendar."""
         out = {}
+        off = self._offsets(panel, t_idx, step)
         for m in self.seasonal_lags_:
-            back = m * int(np.ceil(step / m)) - step
+            back = m * np.ceil(off / m).astype(np.int64) - off
             src = t_idx - back
             vals = np.full(len(t_idx), np.nan, dtype=np.float32)
             ok = src >= 0
             vals[ok] = panel.z[src[ok], n_idx[ok]]
             out[f"seasonal_{m}"] = vals
         if self.calendar:
-            target_times = panel.grid.times[0] + (t_idx + step) * panel.step
-            cal = calendar_features(target_times)
+            target_times = panel.grid.times[0] + (t_idx + off) * panel.step
+            cal = calendar_features(target_times, holiday=self._holiday_flags(target_times))
             out.update({c: cal[c].to_numpy(dtype=np.float32) for c in cal.columns})
         if self.strategy != "direct":
             # hybrid: direct boosters see a constant column, which LightGBM never splits on
             out[HORIZON_STEP] = np.full(len(t_idx), step, dtype=np.float32)
         return out
 
+    def _holiday_flags(self, times) -> np.ndarray | None:
+        # getattr: models pickled before holidays existed have none
+        days = getattr(self, "holidays", None)
+        if not days:
+            return None
+        wanted = pd.DatetimeIndex(pd.to_datetime(list(days))).normalize()
+        return pd.DatetimeIndex(times).normalize().isin(wanted)
+
     def _step_feature_names(self) -> list[str]:
         names = [f"seasonal_{m}" for m in self.seasonal_lags_]
         if self.calendar:
-            names += list(calendar_features(pd.DatetimeIndex([])).columns)
+            empty = pd.DatetimeIndex([])
+            names += list(calendar_features(empty, holiday=self._holiday_flags(empty)).columns)
         if self.strategy != "direct":
             names.append(HORIZON_STEP)
         return names
@@ -550,6 +647,9 @@ class LightGBMForecaster(Forecaster):
             keep = np.zeros(present.shape[0], dtype=bool)
             keep[origins] = True
             present = present & keep[:, None]
+        cal = self._service_calendar()
+        if cal is not None:  # a closed slot is never an origin
+            present = present & cal.is_open(panel.grid.times)[:, None]
         t_idx, n_idx = np.nonzero(present)
         enough = t_idx - panel.first[n_idx] + 1 >= self.min_history
         return t_idx[enough], n_idx[enough]
@@ -566,17 +666,17 @@ class LightGBMForecaster(Forecaster):
         frac = min(1.0, cap / max(total, 1))
         parts = []
         for h in steps:
-            target = t_idx + h
+            target = t_idx + self._offsets(panel, t_idx, h)
             ok = target < panel.z.shape[0]
             y = np.full(len(t_idx), np.nan)
             y[ok] = panel.z[target[ok], n_idx[ok]]
             if panel.anchor is not None:
-                y -= panel.anchor[t_idx, n_idx]
+                y -= self._reference(panel, t_idx, n_idx, h)
             keep = np.flatnonzero(np.isfinite(y))  # NaN targets are masked, not learned
             if frac < 1.0:
                 keep = np.sort(rng.choice(keep, size=int(len(keep) * frac), replace=False))
             X = self._design(panel, base[keep], t_idx[keep], n_idx[keep], h)
-            parts.append((X, y[keep], t_idx[keep] + h, n_idx[keep]))
+            parts.append((X, y[keep], target[keep], n_idx[keep]))
         X = np.vstack([p[0] for p in parts])
         return X, *(np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
 
@@ -665,6 +765,8 @@ class LightGBMForecaster(Forecaster):
         t_idx, n_idx = self._origin_rows(panel, rows)
         return self._forecast(panel, t_idx, n_idx, horizon, covariates)
 
+    service_aware = True
+
     def _check_horizon(self, horizon: int) -> None:
         if horizon > int(self.horizon):
             raise ValueError(
@@ -675,8 +777,7 @@ class LightGBMForecaster(Forecaster):
     def _forecast(
         self, panel: _Panel, t_idx, n_idx, horizon: int, covariates: pd.DataFrame | None = None
     ) -> pd.DataFrame:
-        block = self._origin_block(panel)
-        base = _gather(block, t_idx, n_idx)
+        base = self._origin_features(panel, t_idx, n_idx)
         scale = panel.scale[n_idx]
         origin_times = panel.grid.times[0] + t_idx * panel.step
         future = self._future_table(covariates)
@@ -684,7 +785,9 @@ class LightGBMForecaster(Forecaster):
         for h in range(1, horizon + 1):
             X = self._design(panel, base, t_idx, n_idx, h)
             key = self._booster_key(h)
-            target_times = origin_times + h * panel.step
+            target_times = origin_times + self._offsets(panel, t_idx, h) * panel.step
+            if panel.anchor is not None:
+                reference = self._reference(panel, t_idx, n_idx, h, count=True)
             fut, covered = _lookup(future, panel.grid.ids[n_idx], target_times, len(t_idx))
             preds = {}
             for q in self._quantile_levels():
@@ -695,7 +798,7 @@ class LightGBMForecaster(Forecaster):
                         Xf, num_threads=int(self.n_jobs)
                     )
                 if panel.anchor is not None:
-                    z = z + panel.anchor[t_idx, n_idx]
+                    z = z + reference
                 preds[q] = self._inverse(z, scale)
             frame = pd.DataFrame(
                 {
@@ -714,6 +817,60 @@ class LightGBMForecaster(Forecaster):
         self.covariate_mode_ = forecast_mode(out)
         # same column order as the base class: forecast columns, extras, then origin
         return out[[c for c in out.columns if c != "origin"] + ["origin"]]
+
+    def _origin_features(self, panel: _Panel, t_idx, n_idx) -> np.ndarray:
+        """Origin features of the ``(t_idx, n_idx)`` pairs, computed at those origins only.
+
+        Training needs the features at every row (:meth:`_origin_block`); a forecast needs them
+        at its origins -- one row per series in ``predict`` -- so they are evaluated at the
+        distinct origin rows only (:mod:`citybrain_ml.features.origin`), each reading the
+        :meth:`_origin_span` rows that end at it. Step features read ``panel.z`` directly.
+        """
+        names = self.feature_names_[: len(self.feature_names_) - len(self._step_feature_names())]
+        if not len(t_idx):
+            return _gather(self._origin_block(panel), t_idx, n_idx)
+        rows, inv = np.unique(t_idx, return_inverse=True)
+        feats = features_at_rows(
+            panel.z,
+            rows,
+            self.lags,
+            self.rolling_windows,
+            self.rolling_stats,
+            self.diffs,
+            self.ewm_halflives,
+        )
+        if self.adjacency is not None:
+            feats.update(
+                neighbour_features_at_rows(
+                    panel.z,
+                    rows,
+                    self.adjacency,
+                    panel.grid.ids,
+                    lags=self.neighbour_lags,
+                    windows=self.neighbour_windows,
+                    two_hop=self.two_hop,
+                )
+            )
+        covs = {f"cov_{c}": m for c, m in panel.covariates.items()}
+        if [*feats, *covs] != names:
+            # a feature this fast path does not know: build the block on the rows it reads
+            return self._origin_block_features(panel, t_idx, n_idx)
+        out = np.empty((len(t_idx), len(names)), dtype=np.float32)
+        for j, mat in enumerate(feats.values()):
+            out[:, j] = mat[inv, n_idx]
+        for j, mat in enumerate(covs.values(), start=len(feats)):
+            out[:, j] = mat[t_idx, n_idx]
+        return out
+
+    def _origin_block_features(self, panel: _Panel, t_idx, n_idx) -> np.ndarray:
+        """:meth:`_origin_block` on the rows from the first origin's span to the last origin."""
+        lo = max(int(t_idx.min()) - self._origin_span() + 1, 0)
+        rows = slice(lo, int(t_idx.max()) + 1)
+        # the block reads z, covariates and the series ids only; times stay the full grid's
+        window = replace(
+            panel, z=panel.z[rows], covariates={c: m[rows] for c, m in panel.covariates.items()}
+        )
+        return _gather(self._origin_block(window), t_idx - lo, n_idx)
 
     def _future_table(self, covariates: pd.DataFrame | None) -> pd.DataFrame | None:
         """Future covariates indexed by (series_id, timestamp), or None in history mode."""
@@ -752,30 +909,25 @@ class LightGBMForecaster(Forecaster):
     def _calibrate(self, df: pd.DataFrame) -> dict[int, np.ndarray] | None:
         """Split-conformal scores for ``yhat`` (as the base class) plus CQR scores.
 
-        Same split as :meth:`Forecaster._calibrate` (clone fitted without the last
-        ``calibration_steps`` steps, at most ~200 origins over the tail), done here because
-        the quantile columns and the future-mode forecasts are needed too. Sets
-        ``cqr_scores_`` = ``{mode: {(q_lo, q_hi): {step: sorted scores}}}`` and, with
-        ``calibration_groups``, ``cqr_group_scores_`` = ``{mode: {group: <same>}}``.
+        Same split as :meth:`Forecaster._calibrate` (clone fitted without the calibration
+        tail of in-service steps, at most ~200 origins over the tail), with the quantile
+        columns and the future-mode forecasts scored too. Sets ``cqr_scores_`` =
+        ``{mode: {(q_lo, q_hi): {step: sorted scores}}}`` and, with ``calibration_groups``,
+        ``cqr_group_scores_`` = ``{mode: {group: <same>}}``.
         """
         self._check_calibration_groups()
         self.cqr_scores_ = {}
         self.cqr_group_scores_ = {}
-        size = self._calibration_size(df)
-        times = np.sort(df[TIMESTAMP].unique())
+        return super()._calibrate(df)
+
+    def _calibration_scores(self, model, df: pd.DataFrame, origins) -> dict | None:
         horizon = self._max_horizon()
-        if size <= 0 or len(times) <= size + self.min_history + horizon:
-            return None
-        model = self.clone()
-        model.calibration_steps = 0
-        model.fit(df[df[TIMESTAMP] <= times[-size - 1]], freq=self.freq_)
-        origins = times[-size - 1 : -1]
-        origins = origins[:: max(1, len(origins) // 200)]
         truth = df[[SERIES_ID, TIMESTAMP, VALUE]]
         modes = {"history": None}
         if model.future_covariates_ and self._cqr_pairs():
             modes["future"] = df[[SERIES_ID, TIMESTAMP, *model.future_covariates_]]
         point = None
+        self.cqr_scores_, self.cqr_group_scores_ = {}, {}
         for mode, cov in modes.items():
             fc = model.historical_forecasts(df, origins, horizon, covariates=cov)
             fc = fc.merge(truth, on=[SERIES_ID, TIMESTAMP]).dropna(subset=[VALUE, YHAT])

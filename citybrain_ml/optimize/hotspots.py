@@ -11,6 +11,16 @@ and from its evaluation forecasts (the held-out part of the job) logs Recall@K /
 Poisson deviance and the calibration of ``P(>=1)``, with a hotspot map and a reliability
 diagram as figures.
 
+The metrics are computed on a **mask** of cells, by default (``mask="auto"``) the dataset's
+own area (``sensors.in_mask``: a GeoJSON boundary, the GSNet risk mask) or else the cells
+with at least one event *before the first evaluated period* ("history"). Scoring every cell
+of a bounding box (lake, other jurisdictions) inflates PAI, whose denominator is the area:
+on Chicago's 3 km crime grid the Poisson GLM's PAI@5% is 5.91 over the 180-cell box and 3.60
+over the 95 cells with history (``experiments/results/incidents_crime.md``). The
+mask is recorded on the run (tag ``hotspots.mask``, metrics ``n_cells_scored`` and
+``n_cells_grid``); :func:`count_metrics` scores any model's forecasts the same way (model
+cards).
+
 Disclosure control: every table is passed through
 :func:`~citybrain_ml.data.privacy.suppress_small_cells` with the training-window event count
 of each cell (cells with fewer than ``k`` events are masked, or pooled into blocks with
@@ -27,6 +37,7 @@ risk (the GSNet grids) ``mu`` is a risk, not a count: read ``P(>=1)`` as a score
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -48,11 +59,44 @@ DEFAULTS = {
     "mode": "suppress",
     "top_k": 10,
     "count_method": "auto",
-    "use_mask": False,
+    "mask": "auto",
+    "use_mask": None,
     "pai_areas": (0.01, 0.05, 0.10),
     "n_bins": 10,
 }
 _GRID_ID = re.compile(r"^(?:r|cell_)(\d+)_c?(\d+)$")
+MASKS = ("auto", "dataset", "history", "none")
+#: model types whose targets are counts: their cards show count metrics, not MAPE
+COUNT_MODELS = ("glm_poisson", "glm_negbin", "kde_hotspot")
+
+
+@dataclass
+class HotspotOutput(DecisionOutput):
+    """:class:`DecisionOutput` plus tags for the job's run (how the metrics were scored)."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoringMask:
+    """The cells hotspot metrics are computed on, and why.
+
+    Attributes
+    ----------
+    cells : list
+        Series ids scored.
+    kind : str
+        ``"dataset"`` (``sensors.in_mask``), ``"history"`` or ``"none"``.
+    description : str
+        One line for run tags and model cards.
+    n_grid : int
+        Cells forecast (the whole grid).
+    """
+
+    cells: list
+    kind: str
+    description: str
+    n_grid: int
 
 
 def hotspots_decision(ctx: DecisionContext) -> DecisionOutput:
@@ -70,8 +114,10 @@ def hotspots_decision(ctx: DecisionContext) -> DecisionOutput:
         How training-window events per cell are counted: the sum of the values (counts) or
         the number of periods with a non-zero value (a lower bound on the events of a
         severity-weighted series). ``auto`` sums integer-valued data, else counts non-zero.
-    use_mask : bool
-        Score only cells with ``in_mask`` True in ``dataset.sensors`` (the GSNet risk mask).
+    mask : {"auto", "dataset", "history", "none"}
+        Cells the metrics are computed on (see :func:`scoring_mask`); default ``auto``.
+    use_mask : bool, optional
+        Older spelling: ``true`` = ``mask: dataset``, ``false`` = ``mask: none``.
     pai_areas : list of float
         Area shares for PAI (default 1%, 5%, 10%).
     n_bins : int
@@ -79,9 +125,9 @@ def hotspots_decision(ctx: DecisionContext) -> DecisionOutput:
 
     Returns
     -------
-    DecisionOutput
+    HotspotOutput
         tables ``hotspot_forecast``, ``hotspot_ranking``; figures ``hotspot_map``,
-        ``calibration`` (when there are evaluation forecasts); metrics.
+        ``calibration`` (when there are evaluation forecasts); metrics; tag ``mask``.
     """
     params = _params(ctx.params)
     events = training_event_counts(ctx.dataset.values, ctx.train_end, params["count_method"])
@@ -90,7 +136,7 @@ def hotspots_decision(ctx: DecisionContext) -> DecisionOutput:
     published = publish(forecast, events, params["k"], params["mode"], ctx.dataset.sensors)
     ranking = published_ranking(published, params["top_k"])
     cell_events = events.reindex(pd.unique(forecast[SERIES_ID])).fillna(0)
-    out = DecisionOutput(
+    out = HotspotOutput(
         tables={"hotspot_forecast": published, "hotspot_ranking": ranking},
         metrics={
             "k": float(params["k"]),
@@ -102,9 +148,11 @@ def hotspots_decision(ctx: DecisionContext) -> DecisionOutput:
     out.figures["hotspot_map"] = plot_hotspot_map(published, ctx.dataset.sensors)
     if ctx.scored is not None and len(ctx.scored):
         scored = _first_step(ctx.scored)
-        cells = _scored_cells(scored, ctx.dataset.sensors, params["use_mask"])
-        scored = scored[scored[SERIES_ID].isin(cells)]
+        mask = scoring_mask(scored, ctx.dataset, params["mask"])
+        scored = scored[scored[SERIES_ID].isin(mask.cells)]
         out.metrics.update(evaluation_metrics(scored, alpha, params["pai_areas"]))
+        out.metrics.update({"n_cells_scored": len(mask.cells), "n_cells_grid": mask.n_grid})
+        out.tags["mask"] = mask.description
         table = reliability_table(
             p_at_least_one(scored[YHAT].clip(lower=0).to_numpy(), alpha),
             (scored[VALUE].to_numpy() > 0).astype(float),
@@ -119,6 +167,10 @@ def _params(raw: dict) -> dict:
     if unknown:
         raise ValueError(f"hotspots decision: unknown params {unknown}; known {sorted(DEFAULTS)}")
     params = {**DEFAULTS, **raw}
+    if params["use_mask"] is not None:  # the older boolean spelling wins when given
+        params["mask"] = "dataset" if params["use_mask"] else "none"
+    if params["mask"] not in MASKS:
+        raise ValueError(f"hotspots decision: mask must be one of {MASKS}, got {params['mask']!r}")
     if int(params["k"]) < 1:
         raise ValueError(f"hotspots decision: k must be >= 1, got {params['k']}")
     if params["count_method"] not in ("auto", "sum", "nonzero"):
@@ -309,11 +361,109 @@ def _first_step(scored: pd.DataFrame) -> pd.DataFrame:
     return part
 
 
-def _scored_cells(scored: pd.DataFrame, sensors, use_mask: bool) -> list:
+def scoring_mask(scored: pd.DataFrame, dataset, mask: str = "auto") -> ScoringMask:
+    """The cells to score evaluation forecasts on.
+
+    Parameters
+    ----------
+    scored : DataFrame
+        Evaluation forecasts (``series_id, timestamp, ...``).
+    dataset : SeriesDataset
+        The job's data (``values``, ``sensors``, ``extras``).
+    mask : {"auto", "dataset", "history", "none"}
+        ``dataset``: cells with ``sensors.in_mask`` (a boundary, the GSNet risk mask);
+        ``history``: cells with an event before the first evaluated period (only past data,
+        so the mask does not peek at the test period); ``none``: every forecast cell;
+        ``auto``: ``dataset`` when the dataset carries an area mask, else ``history``.
+
+    Returns
+    -------
+    ScoringMask
+    """
+    if mask not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
     cells = list(pd.unique(scored[SERIES_ID]))
-    if not use_mask:
-        return cells
-    if sensors is None or "in_mask" not in sensors.columns:
-        raise ValueError("hotspots decision: use_mask needs dataset.sensors with an in_mask column")
-    masked = set(sensors.loc[sensors["in_mask"].astype(bool), SERIES_ID])
-    return [c for c in cells if c in masked]
+    sensors = dataset.sensors
+    has_area = sensors is not None and "in_mask" in sensors.columns
+    if mask == "auto":
+        # an events dataset's "history" in_mask saw the test period: recompute it instead
+        from_history = dataset.extras.get("mask_kind") == "history" or not has_area
+        mask = "history" if from_history else "dataset"
+    if mask == "none":
+        return ScoringMask(cells, "none", f"none: all {len(cells)} cells", len(cells))
+    if mask == "dataset":
+        if not has_area:
+            raise ValueError("mask 'dataset' needs dataset.sensors with an in_mask column")
+        inside = set(sensors.loc[sensors["in_mask"].astype(bool), SERIES_ID])
+        kept = [c for c in cells if c in inside]
+        where = dataset.extras.get("boundary") or "sensors.in_mask"
+        text = f"dataset: {len(kept)} of {len(cells)} cells inside {where}"
+        return ScoringMask(kept, "dataset", text, len(cells))
+    first = pd.Timestamp(scored[TIMESTAMP].min())
+    past = dataset.values[dataset.values[TIMESTAMP] < first]
+    active = (past[VALUE].fillna(0) > 0).groupby(past[SERIES_ID].to_numpy()).any()
+    kept = [c for c in cells if bool(active.get(c, False))]
+    text = f"history: {len(kept)} of {len(cells)} cells with an event before {first}"
+    return ScoringMask(kept, "history", text, len(cells))
+
+
+def count_metrics(
+    scored: pd.DataFrame,
+    dataset,
+    mask: str = "auto",
+    alpha: float = 0.0,
+    areas=(0.01, 0.05, 0.10),
+) -> tuple[dict, ScoringMask]:
+    """Count metrics of one model's evaluation forecasts on the scoring mask.
+
+    Poisson deviance, MAE, Recall@K, MAP@K and PAI of the first horizon step: what a
+    model card of a count model shows instead of MAPE/sMAPE (undefined or meaningless on
+    zero-heavy counts).
+
+    Parameters
+    ----------
+    scored : DataFrame
+        Evaluation forecasts joined with ``value``.
+    dataset : SeriesDataset
+        The job's data (for the mask).
+    mask : str
+        See :func:`scoring_mask`.
+    alpha : float
+        Negative-binomial dispersion for the ``P(>=1)`` calibration terms.
+    areas : tuple of float
+        Area shares for PAI.
+
+    Returns
+    -------
+    metrics : dict
+    mask : ScoringMask
+    """
+    first = _first_step(scored)
+    cells = scoring_mask(first, dataset, mask)
+    part = first[first[SERIES_ID].isin(cells.cells)]
+    metrics = evaluation_metrics(part, alpha, areas)
+    part = part.dropna(subset=[VALUE, YHAT])
+    metrics["mae"] = float((part[VALUE] - part[YHAT]).abs().mean())
+    metrics["n_cells_scored"] = float(len(cells.cells))
+    return metrics, cells
+
+
+def job_count_metrics(decisions, model_type: str, dataset, scored, model=None):
+    """Count metrics for a model card, or None when the job is not about counts.
+
+    A job is about counts when it has a ``hotspots`` decision (its ``mask`` and
+    ``pai_areas`` params are used) or the model is a count model (:data:`COUNT_MODELS`).
+    ``model`` (fitted) supplies a negative-binomial dispersion when it has one.
+
+    Returns
+    -------
+    (dict, ScoringMask) or None
+    """
+    spec = next((d for d in decisions if getattr(d, "type", None) == "hotspots"), None)
+    if spec is None and model_type not in COUNT_MODELS:
+        return None
+    if scored is None or scored.empty:
+        return None
+    params = _params(dict(spec.params) if spec is not None else {})
+    alpha = _dispersion(model)
+    return count_metrics(scored, dataset, params["mask"], alpha, params["pai_areas"])

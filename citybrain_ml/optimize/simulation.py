@@ -1,4 +1,8 @@
-"""Rehearse signal-timing decisions in SUMO on the RESCO scenarios before acting on them.
+"""Rehearse signal-timing decisions in SUMO before acting on them.
+
+Networks: the RESCO scenarios below, or a city's own -- :meth:`Scenario.from_sumocfg` (every
+option of its ``.sumocfg`` honoured), :meth:`Scenario.from_files` (net + route files), or an
+import (:mod:`citybrain_ml.optimize.importers`: CityFlow JSON, OpenStreetMap).
 
 Scenarios are the RESCO benchmark's (Ault & Sharon, "Reinforcement Learning Benchmarks for
 Traffic Signal Control", NeurIPS 2021 Datasets and Benchmarks track): real-derived demand for
@@ -21,11 +25,17 @@ Controllers (all need no training):
   the junction (see :class:`AdvancedMaxPressureController`);
 * ``forecast_webster`` -- Webster splits re-optimised every ``interval_s`` from a forecast of
   the next interval's turning flows (see :class:`FlowForecast`).
+* ``rehearsed`` -- the never-worse recommendation: Webster variants (:data:`WEBSTER_CANDIDATES`)
+  rehearsed against the existing plan on separate seeds; the best is run only if it beat
+  the existing plan, else the existing plan stays ("cannot improve", :func:`recommend_plan`).
 
 Evaluation follows RESCO: one-hour episodes (Cologne 25200-28800 s, Ingolstadt
 57600-61200 s), vehicles never teleport, ``--tripinfo-output.write-unfinished``, and
 *average delay* = mean over tripinfo records of ``timeLoss + departDelay`` (RESCO's
-``utils/readXML.py``). Trip time, waiting time, queue and throughput are reported beside it.
+``utils/readXML.py``). Every summary also counts the vehicles RESCO's delay leaves out: with
+``--tripinfo-output.write-undeparted`` each planned vehicle has a record, so delay and travel
+time are also given over all planned vehicles (insertion delay counted) beside the vehicles
+never inserted and unfinished (:func:`trip_metrics`, :data:`SUMMARY_METRICS`).
 """
 
 from __future__ import annotations
@@ -65,10 +75,23 @@ CONTROLLERS = (
     "max_pressure",
     "advanced_max_pressure",
     "forecast_webster",
+    "rehearsed",
 )
 ControllerName = Literal[
-    "fixed_time", "webster", "max_pressure", "advanced_max_pressure", "forecast_webster"
+    "fixed_time",
+    "webster",
+    "max_pressure",
+    "advanced_max_pressure",
+    "forecast_webster",
+    "rehearsed",
 ]
+#: candidate plans :func:`recommend_plan` rehearses in a job: name -> WebsterConfig changes
+WEBSTER_CANDIDATES = {
+    "webster": {},
+    "webster_cover": {"phase_mapping": "cover", "min_cycle_s": None, "max_cycle_s": None},
+    "webster_keep_cycle": {"keep_cycle": True},
+    "webster_cover_keep_cycle": {"phase_mapping": "cover", "keep_cycle": True},
+}
 GREEN = "Gg"
 
 
@@ -127,13 +150,54 @@ def resco_dir() -> Path:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A network, its demand and the simulated window (seconds of simulation time)."""
+    """A network, its demand and the simulated window (seconds of simulation time).
+
+    Build one with :meth:`resco` (a benchmark scenario), :meth:`from_sumocfg` (a city's own
+    SUMO configuration) or :meth:`from_files` (a net and its route files).
+
+    Parameters
+    ----------
+    name : str
+        Label used in tables and MLflow.
+    net_file : Path
+        SUMO ``.net.xml``.
+    route_files : Path or sequence of Path
+        Demand (``.rou.xml``: vehicles, trips, flows).
+    begin_s, end_s : int
+        Simulated window.
+    additional_files : sequence of Path
+        Loaded with the net (detectors, signal programs that replace the net's...).
+    sumocfg : Path, optional
+        When set, SUMO starts from this file (``sumo -c``), so every option in it applies;
+        the run then sets only its window, seed, outputs and, unless the file sets one,
+        ``time-to-teleport``.
+    time_to_teleport_s : float
+        SUMO's ``--time-to-teleport``; -1 (RESCO's convention): vehicles never teleport out
+        of a jam, so a gridlock shows in the metrics instead of vanishing.
+    """
 
     name: str
     net_file: Path
-    route_file: Path
+    route_files: tuple[Path, ...]
     begin_s: int
     end_s: int
+    additional_files: tuple[Path, ...] = ()
+    sumocfg: Path | None = None
+    time_to_teleport_s: float = -1.0
+
+    def __post_init__(self) -> None:
+        routes = self.route_files
+        routes = (routes,) if isinstance(routes, str | Path) else routes
+        object.__setattr__(self, "net_file", Path(self.net_file))
+        object.__setattr__(self, "route_files", tuple(Path(r) for r in routes))
+        object.__setattr__(self, "additional_files", tuple(Path(a) for a in self.additional_files))
+        if not self.route_files:
+            raise ValueError(f"scenario {self.name!r}: no route files (the demand)")
+        if self.end_s <= self.begin_s:
+            raise ValueError(
+                f"scenario {self.name!r}: end ({self.end_s} s) must be after begin "
+                f"({self.begin_s} s)"
+            )
 
     @classmethod
     def resco(cls, name: str, duration_s: int | None = None) -> Scenario:
@@ -146,9 +210,117 @@ class Scenario:
             end = begin + int(duration_s)
         return cls(name, folder / f"{name}.net.xml", folder / f"{name}.rou.xml", begin, end)
 
+    @classmethod
+    def from_sumocfg(
+        cls,
+        path: str | Path,
+        *,
+        begin_s: int | None = None,
+        end_s: int | None = None,
+        duration_s: int | None = None,
+        name: str | None = None,
+    ) -> Scenario:
+        """A scenario run from a city's own ``.sumocfg`` (all its options honoured).
+
+        Parameters
+        ----------
+        path : str or Path
+            The configuration; its net, route and additional files are read from it.
+        begin_s, end_s : int, optional
+            Override the file's ``begin``/``end`` (begin defaults to 0 as in SUMO).
+        duration_s : int, optional
+            Simulate only this long from ``begin``.
+        name : str, optional
+            Defaults to the file name without ``.sumocfg``.
+
+        Raises
+        ------
+        FileNotFoundError, ValueError
+            Naming the file when it, or a file it lists, is missing; when no end is known;
+            when its ``step-length`` is not 1 s (the controllers decide on 1-s steps).
+        """
+        from citybrain_ml.optimize.network import parse_sumo_time, read_sumocfg
+
+        cfg = read_sumocfg(path)
+        step = cfg.options.get("step-length")
+        if step is not None and parse_sumo_time(step, where=f"{path}: <step-length>") != 1:
+            raise ValueError(
+                f"{path}: step-length {step} s is not supported: the controllers decide on "
+                "1-second steps (remove the option or set it to 1)"
+            )
+        begin = int(begin_s if begin_s is not None else (cfg.begin_s or 0))
+        end = _window_end(begin, end_s, duration_s, cfg.end_s, where=str(path))
+        teleport = cfg.options.get("time-to-teleport")
+        return cls(
+            name or Path(path).name.removesuffix(".sumocfg"),
+            cfg.net_file,
+            cfg.route_files,
+            begin,
+            end,
+            additional_files=cfg.additional_files,
+            sumocfg=Path(path),
+            time_to_teleport_s=-1.0 if teleport is None else float(teleport),
+        )
+
+    @classmethod
+    def from_files(
+        cls,
+        net_file: str | Path,
+        route_files: str | Path | Sequence[str | Path],
+        *,
+        begin_s: int = 0,
+        end_s: int | None = None,
+        duration_s: int | None = None,
+        additional_files: Sequence[str | Path] = (),
+        name: str | None = None,
+    ) -> Scenario:
+        """A scenario from a net and its route files; checks that every file exists.
+
+        ``end_s`` defaults to ``begin_s + duration_s``; one of them is required.
+        """
+        routes = [route_files] if isinstance(route_files, str | Path) else list(route_files)
+        for option, files in (
+            ("net_file", [net_file]),
+            ("route_files", routes),
+            ("additional_files", additional_files),
+        ):
+            for file in files:
+                if not Path(file).is_file():
+                    raise FileNotFoundError(f"{option}: file not found: {file}")
+        end = _window_end(begin_s, end_s, duration_s, None, where=str(net_file))
+        stem = Path(net_file).name.removesuffix(".xml").removesuffix(".net")
+        return cls(name or stem, net_file, tuple(routes), int(begin_s), end,
+                   additional_files=tuple(additional_files))  # fmt: skip
+
+    @property
+    def route_file(self) -> Path:
+        """The first route file (kept for code written when there was only one)."""
+        return self.route_files[0]
+
     @property
     def duration_s(self) -> int:
         return self.end_s - self.begin_s
+
+    @property
+    def program_files(self) -> tuple[Path, ...]:
+        """Files that may define signal programs, in SUMO's load order (last one wins)."""
+        return (self.net_file, *self.additional_files)
+
+
+def _window_end(
+    begin: int, end_s: int | None, duration_s: int | None, file_end: float | None, where: str
+) -> int:
+    """End of the simulated window: explicit end, else begin + duration, else the file's."""
+    if end_s is not None:
+        return int(end_s)
+    if duration_s is not None:
+        return int(begin + duration_s)
+    if file_end is not None and file_end >= 0:
+        return int(file_end)
+    raise ValueError(
+        f"{where}: no end of the simulated window: set <end> in the sumocfg, or end_s / "
+        "duration_s in the job config"
+    )
 
 
 # ---------------------------------------------------------------------------- net programs
@@ -174,30 +346,52 @@ class TLSProgram:
         return out
 
 
-def read_tls_programs(net_file: str | Path) -> dict[str, TLSProgram]:
+def read_tls_programs(net_file: str | Path, *more_files: str | Path) -> dict[str, TLSProgram]:
     """Static signal programs of a SUMO network file, keyed by traffic-light id.
+
+    Parameters
+    ----------
+    net_file : str or Path
+        The ``.net.xml``; with several programs for one signal its first one is kept.
+    *more_files : str or Path
+        Additional files loaded after the net, in order: a program in one of them replaces
+        the net's (SUMO runs the program loaded last).
 
     Raises
     ------
     ValueError
-        When the file has no ``tlLogic`` or a phase lacks ``duration``/``state``.
+        When no file has a ``tlLogic`` or a phase lacks ``duration``/``state``.
     """
-    net_file = Path(net_file)
     programs: dict[str, TLSProgram] = {}
-    for _, elem in ET.iterparse(net_file, events=("end",)):
+    for file in (net_file, *more_files):
+        programs.update(_programs_in(Path(file)))
+    if not programs:
+        names = ", ".join(str(f) for f in (net_file, *more_files))
+        raise ValueError(f"{names}: no tlLogic (traffic-light program) found")
+    return programs
+
+
+def _programs_in(path: Path) -> dict[str, TLSProgram]:
+    programs: dict[str, TLSProgram] = {}
+    for _, elem in ET.iterparse(path, events=("end",)):
         if elem.tag != "tlLogic":
             continue
         tls_id = elem.get("id")
         phases = []
         for k, ph in enumerate(elem.findall("phase")):
             if ph.get("duration") is None or ph.get("state") is None:
-                raise ValueError(f"{net_file}: tlLogic {tls_id!r} phase {k} lacks duration/state")
-            phases.append((float(ph.get("duration")), ph.get("state")))
+                raise ValueError(f"{path}: tlLogic {tls_id!r} phase {k} lacks duration/state")
+            phases.append((parse_duration(ph.get("duration")), ph.get("state")))
         programs.setdefault(tls_id, TLSProgram(tls_id, float(elem.get("offset", 0)), tuple(phases)))
         elem.clear()
-    if not programs:
-        raise ValueError(f"{net_file}: no tlLogic (traffic-light program) found")
     return programs
+
+
+def parse_duration(text: str) -> float:
+    """A phase duration in seconds (SUMO also accepts ``h:m:s``)."""
+    from citybrain_ml.optimize.network import parse_sumo_time
+
+    return parse_sumo_time(text, where="phase duration")
 
 
 def program_table(programs: dict[str, TLSProgram]) -> pd.DataFrame:
@@ -895,16 +1089,171 @@ def choose_advanced_max_pressure(
     return pressures.index(best)
 
 
+def serving_greens(node: Intersection, link: int) -> list[int]:
+    """Greens that serve link ``link``: its protected (``G``) greens, else its permissive ones.
+
+    A left turn with an arrow is counted only in its arrow: its permissive service through
+    gaps in the opposing flow is not capacity a plan can rely on. Links that only ever get
+    ``g`` (a right turn, an unprotected left) are served by every green showing ``g``.
+    """
+    protected = [g for g, state in enumerate(node.greens) if state[link] == "G"]
+    return protected or [g for g, state in enumerate(node.greens) if state[link] == "g"]
+
+
+def cover_green_ratios(
+    node: Intersection,
+    flows: dict[int, float],
+    saturation_flow_veh_h: float,
+    min_ratio: float = 1e-3,
+) -> np.ndarray:
+    """Least total green (as flow ratios) that serves every movement: Webster's ``Y`` per green.
+
+    Webster's method assumes each movement is served by exactly one phase. A program that
+    serves a movement in several of its greens (e.g. eight greens, each through movement in
+    two: its "together with the opposite through" and its "whole approach" green) breaks
+    that: splitting the flow among the greens makes each green look lightly loaded while
+    every green adds lost time. This solves the linear program
+
+    ``min sum_k x_k  s.t.  sum_{k serves m} x_k >= y_m  for every movement group m, x >= 0``
+
+    where ``y_m`` is the flow ratio (flow / saturation flow) of the links that leave one lane
+    and are served by the same set of greens. ``sum x`` is the critical flow ratio of the
+    best way to serve the demand with the program's greens; greens with ``x_k = 0`` are not
+    needed and are dropped from the plan (no lost time). Every movement gets at least
+    ``min_ratio``, so none is left without green because it was not seen in the counts.
+
+    Parameters
+    ----------
+    node : Intersection
+        Greens and links of the signal.
+    flows : dict link_index -> veh/h
+        Counted or forecast flow per link (missing links: 0).
+    saturation_flow_veh_h : float
+        Per lane.
+    min_ratio : float
+        Lower bound of every movement group's ratio.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``x_k`` per green of ``node`` (0 for greens not needed).
+    """
+    from scipy.optimize import linprog
+
+    groups: dict[tuple[str, tuple[int, ...]], float] = {}
+    for k, conns in enumerate(node.links):
+        serving = tuple(serving_greens(node, k))
+        if not conns or not serving:
+            continue
+        key = (conns[0][0], serving)
+        groups[key] = groups.get(key, 0.0) + flows.get(k, 0.0) / saturation_flow_veh_h
+    n = len(node.greens)
+    if not groups:
+        return np.zeros(n)
+    a_ub = np.zeros((len(groups), n))
+    b_ub = np.zeros(len(groups))
+    for row, ((_, serving), ratio) in enumerate(groups.items()):
+        a_ub[row, list(serving)] = -1.0
+        b_ub[row] = -max(ratio, min_ratio)
+    res = linprog(np.ones(n), A_ub=a_ub, b_ub=b_ub, bounds=[(0, None)] * n, method="highs")
+    if not res.success:  # cannot happen for a feasible program; fall back to equal shares
+        return np.full(n, max(b_ub.min() * -1, min_ratio))
+    return np.where(res.x > 1e-9, res.x, 0.0)
+
+
+def cover_phase_table(
+    flows: pd.DataFrame,
+    intersections: dict[str, Intersection],
+    *,
+    saturation_flow_veh_h: float,
+    min_green_s: float,
+    yellow_s: float,
+    all_red_s: float,
+) -> pd.DataFrame:
+    """The :func:`plans_from_flows` table from :func:`cover_green_ratios`: used greens only.
+
+    One row per green with ``x_k > 0``, in program order, whose critical flow is
+    ``x_k * saturation flow`` (so Webster splits the green in proportion to ``x_k``).
+    """
+    lookup: dict[str, dict[int, float]] = {}
+    for r in flows.itertuples():
+        lookup.setdefault(r.intersection_id, {})[int(r.link_index)] = float(r.flow_veh_h)
+    rows = []
+    for tls, node in intersections.items():
+        ratios = cover_green_ratios(node, lookup.get(tls, {}), saturation_flow_veh_h)
+        for g, x in enumerate(ratios):
+            if x > 0:
+                rows.append(
+                    {
+                        "intersection_id": tls,
+                        "phase": str(g),
+                        "movement": f"green {g}",
+                        "flow_veh_h": x * saturation_flow_veh_h,
+                        "saturation_flow_veh_h": saturation_flow_veh_h,
+                        "min_green_s": min_green_s,
+                        "yellow_s": yellow_s,
+                        "all_red_s": all_red_s,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def program_cycle_bounds(
+    program_cycle_s: float, n_phases: int, min_phase_s: float, *, low: float = 0.5,
+    high: float = 1.5,
+) -> tuple[float, float]:  # fmt: skip
+    """Cycle bounds from the net's own program: ``low``-``high`` times its cycle.
+
+    The city chose its cycle for its streets (pedestrian crossings, coordination, the
+    longest queue it tolerates); a recommendation stays within half to one and a half times
+    it, and never below what its phases' minimum greens and clearances need
+    (``n_phases * min_phase_s``).
+
+    Returns
+    -------
+    (float, float)
+        ``(min_cycle_s, max_cycle_s)``.
+    """
+    floor = n_phases * min_phase_s
+    if not math.isfinite(program_cycle_s) or program_cycle_s <= 0:
+        return max(30.0, floor), max(120.0, floor)
+    lo = max(low * program_cycle_s, floor)
+    return lo, max(high * program_cycle_s, lo)
+
+
 @dataclass
 class WebsterSettings:
-    """Webster inputs shared by the static and the forecast-driven plans."""
+    """Webster inputs shared by the static and the forecast-driven plans.
+
+    Parameters
+    ----------
+    saturation_flow_veh_h, lost_time_per_phase_s, min_green_s
+        Webster inputs (per lane; per phase; displayed).
+    min_cycle_s, max_cycle_s : float or None
+        Cycle bounds; None (default) derives them per signal from its program
+        (:func:`program_cycle_bounds`) rather than from another city's practice.
+    keep_cycle : bool
+        Keep each signal's existing cycle, re-split its greens only.
+    phase_mapping : {"share", "cover"}
+        How per-link flows become phase flows: ``share`` gives each green an equal share of
+        every link it serves (:func:`link_flows_to_phase_table`); ``cover`` solves for the
+        least green that serves every movement and drops greens not needed
+        (:func:`cover_phase_table`) -- for programs that serve a movement in several greens.
+    """
 
     saturation_flow_veh_h: float = 1800.0
     lost_time_per_phase_s: float = 4.0
     min_green_s: float = 5.0
-    min_cycle_s: float = 30.0
-    max_cycle_s: float = 120.0
+    min_cycle_s: float | None = None
+    max_cycle_s: float | None = None
     keep_cycle: bool = False
+    phase_mapping: str = "share"
+
+    def __post_init__(self) -> None:
+        if self.phase_mapping not in ("share", "cover"):
+            raise ValueError(
+                f"phase_mapping must be 'share' or 'cover', got {self.phase_mapping!r}"
+            )
 
     def plans(
         self, link_flows: pd.DataFrame, intersections, yellow_s, all_red_s
@@ -914,7 +1263,8 @@ class WebsterSettings:
         With ``keep_cycle`` each intersection keeps the cycle of its existing program
         (``Intersection.cycle_s``) and only the green splits follow Webster's ``y_i / Y``.
         """
-        table = link_flows_to_phase_table(
+        build = cover_phase_table if self.phase_mapping == "cover" else link_flows_to_phase_table
+        table = build(
             link_flows,
             intersections,
             saturation_flow_veh_h=self.saturation_flow_veh_h,
@@ -922,13 +1272,17 @@ class WebsterSettings:
             yellow_s=yellow_s,
             all_red_s=all_red_s,
         )
-        kwargs = {"min_cycle_s": self.min_cycle_s, "max_cycle_s": self.max_cycle_s}
-        if not self.keep_cycle:
-            return plans_from_flows(table, self.lost_time_per_phase_s, **kwargs)
         plans = []
+        min_phase = max(self.min_green_s + yellow_s + all_red_s, self.lost_time_per_phase_s)
         for tls, rows in table.groupby("intersection_id", sort=False):
-            cycle = intersections[tls].cycle_s
-            plans += plans_from_flows(rows, self.lost_time_per_phase_s, cycle_s=cycle, **kwargs)
+            program_cycle = intersections[tls].cycle_s
+            derived = program_cycle_bounds(program_cycle, rows["phase"].nunique(), min_phase)
+            lo = self.min_cycle_s if self.min_cycle_s is not None else derived[0]
+            hi = self.max_cycle_s if self.max_cycle_s is not None else derived[1]
+            kwargs = {"min_cycle_s": lo, "max_cycle_s": max(hi, lo)}
+            if self.keep_cycle:
+                kwargs["cycle_s"] = program_cycle
+            plans += plans_from_flows(rows, self.lost_time_per_phase_s, **kwargs)
         return plans
 
 
@@ -1009,6 +1363,126 @@ class ForecastWebsterController(PlanController):
         return pd.concat(self.history, ignore_index=True) if self.history else pd.DataFrame()
 
 
+# ---------------------------------------------------------------------------- never worse
+@dataclass
+class Recommendation:
+    """A plan recommended after rehearsal in the simulator, or "cannot improve".
+
+    Attributes
+    ----------
+    improved : bool
+        False when no candidate rehearsed better than the existing plan: ``plans`` is then
+        empty and the existing plan stays (never a plan that rehearsed worse).
+    chosen : str
+        Name of the recommended candidate, or ``"existing"``.
+    plans : list of SignalPlan
+        The recommended plans (empty when ``improved`` is False).
+    rehearsal : DataFrame
+        One row per (candidate, seed) with the run's metrics; ``existing`` included.
+    metric : str
+        What was compared (lower is better), e.g. ``delay_all_s``.
+    existing_value, expected_value : float
+        Mean of ``metric`` over the rehearsal seeds for the existing plan and the chosen one.
+    message : str
+        One readable line for people.
+    """
+
+    improved: bool
+    chosen: str
+    plans: list[SignalPlan]
+    rehearsal: pd.DataFrame
+    metric: str
+    existing_value: float
+    expected_value: float
+    message: str
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (plans as in :func:`~citybrain_ml.optimize.write_plans_json`)."""
+        means = self.rehearsal.groupby("candidate", sort=False)[self.metric].mean()
+        return {
+            "improved": self.improved,
+            "chosen": self.chosen,
+            "metric": self.metric,
+            "existing": self.existing_value,
+            "expected": self.expected_value,
+            "message": self.message,
+            "candidates": {k: float(v) for k, v in means.items()},
+            "seeds": sorted(int(x) for x in self.rehearsal["seed"].unique()),
+            "plans": [p.to_dict() for p in self.plans],
+        }
+
+
+def recommend_plan(
+    scenario: Scenario,
+    candidates: dict,
+    seeds: Sequence[int],
+    *,
+    metric: str = "delay_all_s",
+    min_improvement: float = 0.0,
+    simulate_fn=None,
+    **sim_kwargs,
+) -> Recommendation:
+    """Rehearse candidate plans against the existing one; recommend only a better one.
+
+    Every candidate and the existing program (:class:`FixedTimeController`) run on the same
+    ``seeds``; the candidate with the lowest mean ``metric`` is recommended only if it beats
+    the existing plan by more than ``min_improvement`` (a share, e.g. 0.02). Otherwise the
+    answer is "cannot improve" and no plan is returned: a plan that rehearsed worse than
+    the existing one is never recommended.
+
+    Parameters
+    ----------
+    scenario : Scenario
+        The network and demand to rehearse on (the digital twin).
+    candidates : dict name -> callable
+        Each callable returns a fresh :class:`Controller` whose ``plans()`` are the plan.
+    seeds : sequence of int
+        Rehearsal seeds; keep them apart from the seeds used to report results.
+    metric : str
+        A :func:`trip_metrics` key, lower is better. The default counts every planned
+        vehicle, so a plan cannot win by keeping traffic out of the network.
+    min_improvement : float
+        Required relative improvement over the existing plan.
+    simulate_fn : callable, optional
+        Stand-in for :func:`simulate` (tests).
+    **sim_kwargs
+        Passed to the simulation (``yellow_s``, ``all_red_s``).
+
+    Returns
+    -------
+    Recommendation
+    """
+    if not seeds:
+        raise ValueError("recommend_plan needs at least one rehearsal seed")
+    if "existing" in candidates:
+        raise ValueError("'existing' is reserved for the net's own program")
+    run = simulate_fn or simulate
+    factories = {"existing": FixedTimeController, **candidates}
+    rows, plans = [], {}
+    for name, factory in factories.items():
+        for seed in seeds:
+            res = run(scenario, factory(), seed, **sim_kwargs)
+            rows.append({"candidate": name, "seed": seed, **res.metrics})
+            plans.setdefault(name, res.plans)
+    rehearsal = pd.DataFrame(rows)
+    means = rehearsal.groupby("candidate", sort=False)[metric].mean()
+    existing = float(means["existing"])
+    best = str(means.drop("existing").idxmin()) if len(means) > 1 else "existing"
+    value = float(means[best])
+    improved = best != "existing" and value < existing * (1.0 - min_improvement)
+    if improved:
+        message = (
+            f"recommend {best}: rehearsed {metric} {value:.1f} vs {existing:.1f} for the "
+            f"existing plan ({value / existing - 1:+.0%}), mean of seeds {list(seeds)}"
+        )
+        return Recommendation(True, best, plans[best], rehearsal, metric, existing, value, message)
+    message = (
+        f"cannot improve: the best candidate ({best}) rehearsed {metric} {value:.1f} vs "
+        f"{existing:.1f} for the existing plan; keep the existing plan"
+    )
+    return Recommendation(False, "existing", [], rehearsal, metric, existing, existing, message)
+
+
 # ---------------------------------------------------------------------------- simulation
 class Simulation:
     """One SUMO run of a scenario under a controller (use :func:`simulate`)."""
@@ -1018,16 +1492,16 @@ class Simulation:
         self.scenario = scenario
         self.yellow_s = yellow_s
         self.all_red_s = all_red_s
-        programs = read_tls_programs(scenario.net_file)
+        self.programs = running_programs(api, scenario)
         self.intersections = {
             tls: Intersection(
                 tls,
-                programs[tls].green_states,
+                self.programs[tls].green_states,
                 [list(conns) for conns in api.trafficlight.getControlledLinks(tls)],
-                programs[tls].cycle_s,
+                self.programs[tls].cycle_s,
             )
             for tls in api.trafficlight.getIDList()
-            if tls in programs
+            if tls in self.programs and self.programs[tls].green_states
         }
         self.actuator = Actuator(api, self.intersections, yellow_s, all_red_s)
         self.flow_counter: FlowCounter | None = None
@@ -1116,7 +1590,7 @@ def simulate(
             api.close()
         wall = time.perf_counter() - started
         trips = read_tripinfo(tripinfo)
-    metrics = trip_metrics(trips, expected_trips=count_trips(scenario))
+    metrics = trip_metrics(trips)
     metrics["queue_veh"] = float(np.mean(queues)) if queues else float("nan")
     metrics["wall_s"] = wall
     history = controller.plan_history() if hasattr(controller, "plan_history") else None
@@ -1132,20 +1606,55 @@ def simulate(
     )
 
 
+def running_programs(api, scenario: Scenario) -> dict[str, TLSProgram]:
+    """The program each signal runs now, as SUMO loaded it (net, additional files, sumocfg).
+
+    Read from the simulator rather than the net file, so a program from an additional file
+    or picked in the sumocfg is the one the controllers work from; the files give offsets.
+    """
+    from_files = read_tls_programs(*scenario.program_files)
+    out = {}
+    for tls in api.trafficlight.getIDList():
+        active = api.trafficlight.getProgram(tls)
+        logic = next(
+            (lg for lg in api.trafficlight.getAllProgramLogics(tls) if lg.programID == active),
+            None,
+        )
+        offset = from_files[tls].offset_s if tls in from_files else 0.0
+        if logic is None or not logic.phases:
+            if tls in from_files:
+                out[tls] = from_files[tls]
+            continue
+        phases = tuple((float(ph.duration), str(ph.state)) for ph in logic.phases)
+        out[tls] = TLSProgram(tls, offset, phases)
+    return out
+
+
 def _sumo_command(scenario: Scenario, seed: int, tripinfo: Path) -> list[str]:
-    for path in (scenario.net_file, scenario.route_file):
+    files = [("net_file", scenario.net_file)]
+    files += [("route_files", r) for r in scenario.route_files]
+    files += [("additional_files", a) for a in scenario.additional_files]
+    for option, path in files:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"scenario {scenario.name!r}: file not found: {path}")
-    return [
-        "sumo",
-        "-n", str(scenario.net_file),
-        "-r", str(scenario.route_file),
+            raise FileNotFoundError(f"scenario {scenario.name!r}: {option}: file not found: {path}")
+    if scenario.sumocfg is not None:
+        # every option of the city's file applies; the run only sets its own window,
+        # seed and outputs (and teleporting, read from the file when it sets it)
+        head = ["sumo", "-c", str(scenario.sumocfg)]
+    else:
+        head = ["sumo", "-n", str(scenario.net_file),
+                "-r", ",".join(str(r) for r in scenario.route_files)]  # fmt: skip
+        if scenario.additional_files:
+            head += ["-a", ",".join(str(a) for a in scenario.additional_files)]
+    return head + [
         "-b", str(scenario.begin_s),
         "-e", str(scenario.end_s),
         "--seed", str(int(seed)),
-        "--time-to-teleport", "-1",  # RESCO: vehicles never teleport out of a jam
+        "--time-to-teleport", str(scenario.time_to_teleport_s),
         "--tripinfo-output", str(tripinfo),
+        # unfinished and never-inserted vehicles get a record too: nothing drops out
         "--tripinfo-output.write-unfinished", "true",
+        "--tripinfo-output.write-undeparted", "true",
         "--no-step-log", "true",
         "--no-warnings", "true",
     ]  # fmt: skip
@@ -1170,8 +1679,28 @@ def _run_loop(api, sim: Simulation, controller: Controller, scenario: Scenario, 
 TRIP_FIELDS = ("id", "depart", "departDelay", "arrival", "duration", "waitingTime", "timeLoss")
 
 
+#: what every summary (CSV, printed table, MLflow, plot) carries, headline first
+SUMMARY_METRICS = (
+    "delay_all_s",
+    "delay_s",
+    "att_all_s",
+    "att_finished_s",
+    "waiting_time_s",
+    "queue_veh",
+    "planned_veh",
+    "throughput_veh",
+    "unfinished_veh",
+    "not_inserted_veh",
+)
+
+
 def read_tripinfo(path: str | Path) -> pd.DataFrame:
-    """SUMO tripinfo XML as a frame (``arrival`` is -1 for unfinished trips)."""
+    """SUMO tripinfo XML as a frame.
+
+    ``arrival`` is -1 for unfinished trips and ``depart`` -1 for vehicles never inserted
+    (records written by ``--tripinfo-output.write-undeparted``; their ``departDelay`` is the
+    time they waited to enter, up to the end of the run).
+    """
     rows = []
     for _, elem in ET.iterparse(path, events=("end",)):
         if elem.tag == "tripinfo":
@@ -1183,37 +1712,51 @@ def read_tripinfo(path: str | Path) -> pd.DataFrame:
     return trips
 
 
-def trip_metrics(trips: pd.DataFrame, expected_trips: int | None = None) -> dict:
-    """RESCO delay and companion metrics from :func:`read_tripinfo` output."""
-    finished = trips["arrival"] >= 0
-    delay = trips["timeLoss"] + trips["departDelay"].fillna(0.0)
-    out = {
-        "delay_s": float(delay.mean()) if len(trips) else float("nan"),
-        "trip_time_s": float(trips.loc[finished, "duration"].mean())
-        if finished.any()
-        else float("nan"),
-        "waiting_time_s": float(trips["waitingTime"].mean()) if len(trips) else float("nan"),
+def trip_metrics(trips: pd.DataFrame) -> dict:
+    """Delay, travel time and vehicle counts over every planned vehicle of a run.
+
+    Parameters
+    ----------
+    trips : DataFrame
+        :func:`read_tripinfo` of a run written with ``write-unfinished`` and
+        ``write-undeparted``: one record per vehicle whose departure time fell in the window.
+
+    Returns
+    -------
+    dict
+        * ``delay_all_s`` -- mean over **all planned vehicles** of ``timeLoss + departDelay``;
+          a vehicle never inserted counts the time it waited to enter (insertion delay).
+        * ``delay_s`` -- RESCO's average delay: the same over inserted vehicles only (what
+          RESCO's ``readXML.py`` reads); a controller that blocks entries looks better here.
+        * ``att_finished_s`` -- average travel time of finished trips (LibSignal's ATT).
+        * ``att_all_s`` -- average travel time of all planned vehicles, from their planned
+          departure to arrival or to the end of the run (unfinished and never-inserted
+          vehicles count the time so far).
+        * ``waiting_time_s`` -- mean waiting time of inserted vehicles.
+        * ``planned_veh``, ``throughput_veh`` (finished), ``unfinished_veh`` (inserted, not
+          finished) and ``not_inserted_veh``: planned = the other three summed.
+    """
+    inserted = trips["depart"] >= 0
+    finished = inserted & (trips["arrival"] >= 0)
+    depart_delay = trips["departDelay"].fillna(0.0)
+    delay = trips["timeLoss"].fillna(0.0) + depart_delay
+    since_planned = trips["duration"].fillna(0.0) + depart_delay
+    nan = float("nan")
+
+    def mean(values: pd.Series) -> float:
+        return float(values.mean()) if len(values) else nan
+
+    return {
+        "delay_all_s": mean(delay),
+        "delay_s": mean(delay[inserted]),
+        "att_all_s": mean(since_planned),
+        "att_finished_s": mean(trips.loc[finished, "duration"]),
+        "waiting_time_s": mean(trips.loc[inserted, "waitingTime"]),
+        "planned_veh": len(trips),
         "throughput_veh": int(finished.sum()),
-        "unfinished_veh": int((~finished).sum()),
+        "unfinished_veh": int((inserted & ~finished).sum()),
+        "not_inserted_veh": int((~inserted).sum()),
     }
-    if expected_trips is not None:
-        out["not_inserted_veh"] = max(int(expected_trips) - len(trips), 0)
-    return out
-
-
-def count_trips(scenario: Scenario) -> int:
-    """Vehicles/trips the route file schedules to depart inside the scenario window."""
-    n = 0
-    for _, elem in ET.iterparse(scenario.route_file, events=("end",)):
-        if elem.tag in ("trip", "vehicle") and elem.get("depart") is not None:
-            try:
-                depart = float(elem.get("depart"))
-            except ValueError:  # 'triggered' etc.
-                elem.clear()
-                continue
-            n += scenario.begin_s <= depart < scenario.end_s
-        elem.clear()
-    return n
 
 
 # ---------------------------------------------------------------------------- job config
@@ -1254,9 +1797,18 @@ class WebsterConfig(_Strict):
     saturation_flow_veh_h: float = Field(1800.0, gt=0, description="per lane")
     lost_time_per_phase_s: float = Field(4.0, ge=0)
     min_green_s: float = Field(5.0, ge=0)
-    min_cycle_s: float = Field(30.0, gt=0)
-    max_cycle_s: float = Field(120.0, gt=0)
+    min_cycle_s: float | None = Field(
+        None, gt=0, description="default: half the signal's own program cycle"
+    )
+    max_cycle_s: float | None = Field(
+        None, gt=0, description="default: 1.5 times the signal's own program cycle"
+    )
     keep_cycle: bool = Field(False, description="keep each existing cycle, re-split greens only")
+    phase_mapping: Literal["share", "cover"] = Field(
+        "share",
+        description="share: each green gets an equal share of every link it serves; cover: "
+        "least green serving every movement (programs serving a movement in several greens)",
+    )
 
 
 class ForecastConfig(_Strict):
@@ -1264,17 +1816,163 @@ class ForecastConfig(_Strict):
     method: Literal["seasonal_naive", "last_interval", "blend"] = "blend"
 
 
+class RehearsalConfig(_Strict):
+    """The ``rehearsed`` controller: candidate plans rehearsed before one is recommended."""
+
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="rehearsal seeds (default: before_study_seed + 1)"
+    )
+    candidates: list[str] = Field(
+        default_factory=lambda: list(WEBSTER_CANDIDATES),
+        min_length=1,
+        description="Webster variants: " + ", ".join(WEBSTER_CANDIDATES),
+    )
+    metric: str = Field("delay_all_s", description="lower is better; counts every vehicle")
+    min_improvement: float = Field(0.0, ge=0, lt=1, description="required relative gain")
+
+    @model_validator(mode="after")
+    def _known(self):
+        unknown = [c for c in self.candidates if c not in WEBSTER_CANDIDATES]
+        if unknown:
+            raise ValueError(f"unknown candidates {unknown}; known: {list(WEBSTER_CANDIDATES)}")
+        if self.metric not in SUMMARY_METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; known: {list(SUMMARY_METRICS)}")
+        return self
+
+
 class SignalsTracking(_Strict):
     experiment: str = "citybrain-signals"
     tracking_uri: str | None = None
 
 
+class CityFlowImportConfig(_Strict):
+    """A CityFlow roadnet + flow imported into SUMO (``importers.cityflow_to_sumo``)."""
+
+    roadnet: str = Field(description="CityFlow roadnet JSON")
+    flow: str = Field(description="CityFlow flow JSON")
+    phases: list[int] | None = Field(
+        None, description="light phases of the fixed-time program (default: all with a green)"
+    )
+    green_s: float | None = Field(None, gt=0, description="green per phase (default: file's)")
+    yellow_s: float = Field(5.0, ge=0)
+    end_s: float = Field(3600.0, gt=0, description="window end (CityFlow episodes: 3600 s)")
+
+
+class OsmImportConfig(_Strict):
+    """An OpenStreetMap extract imported into SUMO (``importers.osm_to_sumo``)."""
+
+    osm_file: str = Field(description=".osm XML")
+    route_files: list[str] = Field(default_factory=list, description="demand on this net")
+    trips_period_s: float | None = Field(
+        2.0, gt=0, description="random trips every this many s when no route_files"
+    )
+    trips_seed: int = 42
+    end_s: float = Field(3600.0, gt=0)
+
+
+class NetworkConfig(_Strict):
+    """A city's own network: a ``.sumocfg``, a net with its route files, or an import.
+
+    Relative paths are read from the working directory (files named inside a sumocfg from
+    the sumocfg's folder, as SUMO does). ``cityflow`` and ``osm`` are converted with
+    ``netconvert`` into ``<output_dir>/network/`` first.
+    """
+
+    name: str | None = Field(None, description="label in tables and MLflow (default: file name)")
+    sumocfg: str | None = Field(None, description="SUMO configuration; all its options apply")
+    net_file: str | None = Field(None, description=".net.xml (with route_files)")
+    route_files: list[str] = Field(default_factory=list, description="demand: .rou.xml files")
+    additional_files: list[str] = Field(default_factory=list)
+    cityflow: CityFlowImportConfig | None = None
+    osm: OsmImportConfig | None = None
+    begin_s: int | None = Field(None, description="window start (default: sumocfg begin or 0)")
+    end_s: int | None = Field(None, description="window end (default: sumocfg end)")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        sources = [self.sumocfg, self.net_file, self.cityflow, self.osm]
+        if sum(x is not None for x in sources) != 1:
+            raise ValueError(
+                "give one of sumocfg: <file.sumocfg>, net_file: <file.net.xml> with "
+                "route_files: [...], cityflow: {roadnet, flow} or osm: {osm_file}"
+            )
+        if self.sumocfg is not None and (self.route_files or self.additional_files):
+            raise ValueError(
+                "with sumocfg, route and additional files come from the sumocfg; "
+                "drop route_files/additional_files"
+            )
+        if self.net_file is not None and not self.route_files:
+            raise ValueError("net_file needs route_files: [...] (the demand)")
+        return self
+
+    def build(self, duration_s: int | None = None, import_dir: str | Path = ".") -> Scenario:
+        """The :class:`Scenario`; raises ``FileNotFoundError`` naming a missing file.
+
+        Parameters
+        ----------
+        duration_s : int, optional
+            Simulate only this long from the window's start.
+        import_dir : str or Path
+            Where ``cityflow`` / ``osm`` imports write their SUMO files.
+        """
+        sumocfg = self.sumocfg
+        if self.cityflow is not None or self.osm is not None:
+            sumocfg = self._import(Path(import_dir)).sumocfg
+        if sumocfg is not None:
+            return Scenario.from_sumocfg(
+                sumocfg,
+                begin_s=self.begin_s,
+                end_s=self.end_s,
+                duration_s=duration_s,
+                name=self.name,
+            )
+        return Scenario.from_files(
+            self.net_file,
+            self.route_files,
+            begin_s=self.begin_s or 0,
+            end_s=self.end_s,
+            duration_s=duration_s,
+            additional_files=self.additional_files,
+            name=self.name,
+        )
+
+    @property
+    def label(self) -> str:
+        """Name of the network: ``name`` or the stem of its main file."""
+        if self.name:
+            return self.name
+        main = (
+            self.sumocfg
+            or self.net_file
+            or (self.cityflow.flow if self.cityflow else None)
+            or self.osm.osm_file
+        )
+        return Path(main).name.split(".")[0]
+
+    def _import(self, folder: Path):
+        from citybrain_ml.optimize.importers import cityflow_to_sumo, osm_to_sumo
+
+        if self.cityflow is not None:
+            c = self.cityflow
+            return cityflow_to_sumo(c.roadnet, c.flow, folder, name=self.label,
+                                    phases=c.phases, green_s=c.green_s, yellow_s=c.yellow_s,
+                                    end_s=c.end_s)  # fmt: skip
+        o = self.osm
+        return osm_to_sumo(o.osm_file, folder, name=self.label, route_files=o.route_files,
+                           trips_period_s=o.trips_period_s, seed=o.trips_seed,
+                           end_s=o.end_s)  # fmt: skip
+
+
 class SignalsJobConfig(_Strict):
-    """``citybrain optimize signals`` config (YAML)."""
+    """``citybrain optimize signals`` config (YAML): a RESCO ``scenario`` or a ``network``."""
 
     name: str = "signals"
-    scenario: str = Field(description="RESCO scenario: " + ", ".join(RESCO_WINDOWS))
-    duration_s: int | None = Field(None, ge=60, description="shorten the benchmark hour")
+    scenario: str | None = Field(
+        None,
+        description="RESCO scenario (" + ", ".join(RESCO_WINDOWS) + ") or a .sumocfg path",
+    )
+    network: NetworkConfig | None = Field(None, description="your own network (see its fields)")
+    duration_s: int | None = Field(None, ge=60, description="shorten the simulated window")
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
     before_study_seed: int = Field(
         1000, description="seed of the fixed-time run whose counts feed Webster"
@@ -1288,16 +1986,43 @@ class SignalsJobConfig(_Strict):
     advanced_max_pressure: AdvancedMaxPressureConfig = AdvancedMaxPressureConfig()
     webster: WebsterConfig = WebsterConfig()
     forecast: ForecastConfig = ForecastConfig()
+    rehearsal: RehearsalConfig = RehearsalConfig()
     output_dir: str = "outputs/signals"
     tracking: SignalsTracking = SignalsTracking()
 
     @model_validator(mode="after")
     def _known_scenario(self):
-        if self.scenario not in RESCO_WINDOWS:
-            raise ValueError(f"unknown scenario {self.scenario!r}; known: {sorted(RESCO_WINDOWS)}")
+        if self.scenario is not None and self.scenario.endswith(".sumocfg"):
+            if self.network is not None:
+                raise ValueError("give scenario or network, not both")
+            self.network = NetworkConfig(sumocfg=self.scenario)
+            self.scenario = None
+        if (self.scenario is None) == (self.network is None):
+            raise ValueError(
+                "give scenario: <RESCO name> or network: {sumocfg: <file>} / "
+                "{net_file: <file>, route_files: [...]} (one of them)"
+            )
+        if self.scenario is not None and self.scenario not in RESCO_WINDOWS:
+            raise ValueError(
+                f"unknown scenario {self.scenario!r}; known: {sorted(RESCO_WINDOWS)} "
+                "(your own net: network: {sumocfg: ...} or {net_file: ..., route_files: [...]})"
+            )
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}")
         return self
+
+    def build_scenario(self) -> Scenario:
+        """The simulated :class:`Scenario` of this job (files are checked here)."""
+        if self.network is not None:
+            return self.network.build(self.duration_s, Path(self.output_dir) / "network")
+        return Scenario.resco(self.scenario, self.duration_s)
+
+    @property
+    def label(self) -> str:
+        """The scenario's name before files are read (RESCO name or network file name)."""
+        if self.scenario is not None:
+            return self.scenario
+        return self.network.label
 
 
 def load_signals_config(path: str | Path) -> SignalsJobConfig:
@@ -1319,11 +2044,24 @@ class SignalsResult:
     forecast_plans: pd.DataFrame | None
     fixed_plan: pd.DataFrame
     before_study: pd.DataFrame
+    recommendation: Recommendation | None = None
 
 
-def run_signals(cfg: SignalsJobConfig, progress: bool = False) -> SignalsResult:
-    """Before-study, then every configured controller on every seed (no MLflow, no files)."""
-    scenario = Scenario.resco(cfg.scenario, cfg.duration_s)
+def run_signals(
+    cfg: SignalsJobConfig, progress: bool = False, scenario: Scenario | None = None
+) -> SignalsResult:
+    """Before-study, then every configured controller on every seed (no MLflow, no files).
+
+    Parameters
+    ----------
+    cfg : SignalsJobConfig
+        The job.
+    progress : bool
+        Print one line per run.
+    scenario : Scenario, optional
+        Already built from ``cfg`` (default: ``cfg.build_scenario()``).
+    """
+    scenario = scenario or cfg.build_scenario()
     settings = WebsterSettings(**cfg.webster.model_dump())
     study = simulate(
         scenario,
@@ -1336,10 +2074,17 @@ def run_signals(cfg: SignalsJobConfig, progress: bool = False) -> SignalsResult:
     counts = study.flow_counts
     hourly = counts.groupby(["intersection_id", "link_index"], as_index=False)["count"].sum()
     hourly["flow_veh_h"] = hourly["count"] * 3600.0 / scenario.duration_s
-    rows, webster_plans, forecast_plans = [], [], None
+    rows, webster_plans, forecast_plans, rec = [], [], None, None
+    if "rehearsed" in cfg.controllers:
+        rec = rehearse_candidates(cfg, scenario, hourly)
+        if progress:
+            print(f"{scenario.name}: {rec.message}")
     for name in cfg.controllers:
         for seed in cfg.seeds:
-            controller = _make_controller(name, cfg, settings, hourly, counts)
+            if name == "rehearsed":
+                controller = PlanController(rec.plans) if rec.improved else FixedTimeController()
+            else:
+                controller = _make_controller(name, cfg, settings, hourly, counts)
             res = simulate(
                 scenario, controller, seed, yellow_s=cfg.yellow_s, all_red_s=cfg.all_red_s
             )
@@ -1347,7 +2092,11 @@ def run_signals(cfg: SignalsJobConfig, progress: bool = False) -> SignalsResult:
                 {"scenario": scenario.name, "controller": name, "seed": seed, **res.metrics}
             )
             if progress:
-                print(f"{scenario.name} {name} seed {seed}: delay {res.metrics['delay_s']:.1f} s")
+                m = res.metrics
+                print(
+                    f"{scenario.name} {name} seed {seed}: delay {m['delay_all_s']:.1f} s over "
+                    f"{m['planned_veh']} planned vehicles, {m['not_inserted_veh']} never inserted"
+                )
             if name == "webster":
                 webster_plans = res.plans
             if name == "forecast_webster" and forecast_plans is None:
@@ -1359,8 +2108,35 @@ def run_signals(cfg: SignalsJobConfig, progress: bool = False) -> SignalsResult:
         summarise_runs(runs),
         webster_plans,
         forecast_plans,
-        program_table(read_tls_programs(scenario.net_file)),
+        program_table(read_tls_programs(*scenario.program_files)),
         counts,
+        rec,
+    )
+
+
+def rehearse_candidates(
+    cfg: SignalsJobConfig, scenario: Scenario, link_flows: pd.DataFrame
+) -> Recommendation:
+    """The job's never-worse step: Webster variants from the before-study vs the existing plan.
+
+    Candidates are :data:`WEBSTER_CANDIDATES` named in ``cfg.rehearsal.candidates``; they
+    run on the rehearsal seeds (default ``before_study_seed + 1``), apart from ``cfg.seeds``.
+    """
+    seeds = cfg.rehearsal.seeds or [cfg.before_study_seed + 1]
+    base = cfg.webster.model_dump()
+    candidates = {
+        name: (lambda s=WebsterSettings(**{**base, **WEBSTER_CANDIDATES[name]}): (
+            _WebsterController(s, link_flows)))
+        for name in cfg.rehearsal.candidates
+    }  # fmt: skip
+    return recommend_plan(
+        scenario,
+        candidates,
+        seeds,
+        metric=cfg.rehearsal.metric,
+        min_improvement=cfg.rehearsal.min_improvement,
+        yellow_s=cfg.yellow_s,
+        all_red_s=cfg.all_red_s,
     )
 
 
@@ -1398,8 +2174,7 @@ class _WebsterController(PlanController):
 
 def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds of each metric, per (scenario, controller)."""
-    metrics = ["delay_s", "trip_time_s", "waiting_time_s", "queue_veh", "throughput_veh",
-               "unfinished_veh"]  # fmt: skip
+    metrics = [m for m in SUMMARY_METRICS if m in runs.columns]
     grouped = runs.groupby(["scenario", "controller"], sort=False)[metrics]
     mean, std = grouped.mean(), grouped.std(ddof=1).add_suffix("_std")
     out = pd.concat([mean, std], axis=1).reset_index()
@@ -1421,8 +2196,9 @@ def run_signals_job(config_path: str | Path) -> str:
 
     cfg = load_signals_config(config_path)
     setup_sumo()  # fail before any tracking work when SUMO is missing
+    scenario = cfg.build_scenario()  # ... or when a network file is missing
     configure_tracking(cfg.tracking.tracking_uri, cfg.tracking.experiment)
-    result = run_signals(cfg)
+    result = run_signals(cfg, scenario=scenario)
     out = Path(cfg.output_dir)
     files = write_signals_outputs(result, out)
     with mlflow.start_run(run_name=cfg.name) as run:
@@ -1430,14 +2206,15 @@ def run_signals_job(config_path: str | Path) -> str:
                          **{f"version.{k}": v for k, v in library_versions().items()}})  # fmt: skip
         mlflow.log_params(_flat_params(cfg))
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")
+        mlflow.set_tag("scenario", result.runs["scenario"].iloc[0])
+        rec = result.recommendation
+        if rec is not None:
+            mlflow.set_tag("recommendation", rec.message)
+            mlflow.log_metric("recommendation.improved", float(rec.improved))
+            mlflow.log_metric(f"recommendation.existing_{rec.metric}", rec.existing_value)
+            mlflow.log_metric(f"recommendation.expected_{rec.metric}", rec.expected_value)
         for row in result.summary.itertuples():
-            for metric in (
-                "delay_s",
-                "trip_time_s",
-                "waiting_time_s",
-                "queue_veh",
-                "throughput_veh",
-            ):
+            for metric in SUMMARY_METRICS:
                 mlflow.log_metric(f"{row.controller}.{metric}", float(getattr(row, metric)))
         for path in files:
             mlflow.log_artifact(str(path))
@@ -1465,12 +2242,32 @@ def write_signals_outputs(result: SignalsResult, out: Path) -> list[Path]:
         files.append(write_plans_csv(result.webster_plans, out / "plan_webster.csv"))
     if result.forecast_plans is not None and len(result.forecast_plans):
         files.append(atomic_write_frame(result.forecast_plans, out / "plan_forecast_webster.csv"))
+    rec = result.recommendation
+    if rec is not None:
+        from citybrain_ml.data.io import atomic_write_text
+
+        text = json.dumps(rec.to_dict(), indent=2, default=_json_number)
+        files.append(atomic_write_text(text, out / "recommendation.json"))
+        files.append(atomic_write_frame(rec.rehearsal, out / "rehearsal.csv"))
+        if rec.improved:  # a plan that rehearsed worse is never written as a recommendation
+            files.append(write_plans_json(rec.plans, out / "plan_recommended.json"))
+            files.append(write_plans_csv(rec.plans, out / "plan_recommended.csv"))
     files.append(plot_comparison(result.runs, out / "delay_by_controller.png"))
     return files
 
 
+def _json_number(value):
+    """``json.dumps`` fallback: numpy numbers as Python numbers, non-finite as None."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def plot_comparison(runs: pd.DataFrame, path: Path) -> Path:
-    """Bar chart of mean delay per controller with one dot per seed; written atomically."""
+    """Mean delay over all planned vehicles per controller, dots = seeds; written atomically.
+
+    Each bar is labelled with the vehicles never inserted and unfinished (means over seeds),
+    so a controller cannot look good by keeping traffic out of the network.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1479,15 +2276,29 @@ def plot_comparison(runs: pd.DataFrame, path: Path) -> Path:
     from citybrain_ml.data.io import atomic_write_bytes
 
     order = list(dict.fromkeys(runs["controller"]))
-    means = runs.groupby("controller")["delay_s"].mean().reindex(order)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    grouped = runs.groupby("controller")
+    means = grouped["delay_all_s"].mean().reindex(order)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
     ax.bar(range(len(order)), means.to_numpy(), color="#8fb3d9")
     for i, name in enumerate(order):
-        vals = runs.loc[runs["controller"] == name, "delay_s"]
+        vals = runs.loc[runs["controller"] == name, "delay_all_s"]
         ax.plot(np.full(len(vals), i), vals, "k.", ms=6)
+        never = grouped["not_inserted_veh"].mean()[name]
+        open_ = grouped["unfinished_veh"].mean()[name]
+        ax.annotate(
+            f"{never:.0f} out\n{open_:.0f} open",
+            (i, means[name]),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax.set_xticks(range(len(order)), order, rotation=15)
-    ax.set_ylabel("average delay (s/veh)")
-    ax.set_title(f"{runs['scenario'].iloc[0]}: RESCO delay by controller (dots = seeds)")
+    ax.set_ylabel("delay, all planned vehicles (s/veh)")
+    ax.set_title(
+        f"{runs['scenario'].iloc[0]}: delay incl. insertion delay "
+        "(dots = seeds; out = never inserted, open = unfinished)",
+        fontsize=9,
+    )
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -1495,13 +2306,30 @@ def plot_comparison(runs: pd.DataFrame, path: Path) -> Path:
     return atomic_write_bytes(buffer.getvalue(), path)
 
 
+def summary_table(summary: pd.DataFrame) -> str:
+    """The printed table: delay and ATT in both definitions, and where every vehicle is."""
+    cols = {
+        "controller": "controller",
+        "delay_all_s": "delay_all",
+        "delay_s": "delay_RESCO",
+        "att_all_s": "ATT_all",
+        "att_finished_s": "ATT_finished",
+        "planned_veh": "planned",
+        "throughput_veh": "finished",
+        "unfinished_veh": "unfinished",
+        "not_inserted_veh": "never_in",
+    }
+    table = summary[list(cols)].rename(columns=cols)
+    return table.round(1).to_string(index=False)
+
+
 def _summary_text(result: SignalsResult, files: list[Path], run_id: str) -> str:
-    cols = ["controller", "delay_s", "delay_s_std", "trip_time_s", "queue_veh", "throughput_veh"]
-    table = result.summary[cols].round(2).to_string(index=False)
     lines = [
-        f"{result.config.scenario}: {len(result.config.seeds)} seed(s), RESCO delay "
-        "(mean timeLoss + departDelay, s/veh)",
-        table,
+        f"{result.runs['scenario'].iloc[0]}: {len(result.config.seeds)} seed(s), means; "
+        "delay_all / ATT_all over every planned vehicle (insertion delay counted), "
+        "delay_RESCO over inserted vehicles, ATT_finished over finished trips (LibSignal), s",
+        summary_table(result.summary),
+        *([f"rehearsal: {result.recommendation.message}"] if result.recommendation else []),
         f"MLflow run {run_id}",
         *[f"wrote {p}" for p in files],
     ]

@@ -32,14 +32,78 @@ class PromotionDecision:
 
 
 def register(run_id: str, name: str, artifact: str = "model") -> str:
-    """Register ``runs:/<run_id>/<artifact>`` under ``name``; returns the new version."""
+    """Register ``runs:/<run_id>/<artifact>`` under ``name``; returns the new version.
+
+    Every check runs before the registry is touched, so a refused run leaves no empty
+    registered model behind.
+
+    Parameters
+    ----------
+    run_id : str
+        The training run (a model run of a job).
+    name : str
+        Registered model name.
+    artifact : str
+        Artifact path of the model inside the run.
+
+    Returns
+    -------
+    str
+        The new version.
+
+    Raises
+    ------
+    RegistryError
+        Unknown run; a run trained under k-suppression (``output.privacy_k``: no model is
+        logged, since a model keeps recent per-cell history); a run without the model
+        artifact (e.g. from ``citybrain backtest``).
+    """
     client = mlflow.MlflowClient()
     try:
-        client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException as exc:
         raise RegistryError(f"run {run_id} not found in {mlflow.get_tracking_uri()}") from exc
+    k = suppression_k(run)
+    if k is not None:
+        raise RegistryError(
+            f"run {run_id} was trained under k-suppression (output.privacy_k={k}): its model "
+            "keeps recent per-cell counts, so none is logged and none can be registered; train "
+            "without privacy_k into a restricted tracking store to register a model"
+        )
+    if not _has_model(client, run, artifact):
+        raise RegistryError(
+            f"run {run_id} has no '{artifact}' artifact to register (backtest runs and runs with "
+            "tracking.log_models: false log none); pick a model run of a train job"
+        )
     mv = mlflow.register_model(f"runs:/{run_id}/{artifact}", name)
     return str(mv.version)
+
+
+def suppression_k(run) -> int | None:
+    """The ``output.privacy_k`` a run was trained with (from its ``config.json``), or None."""
+    try:
+        config = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/config.json")
+    except Exception:  # no config logged (a run made outside citybrain jobs): not suppressed
+        return None
+    k = (config.get("output") or {}).get("privacy_k")
+    return int(k) if k else None
+
+
+def _has_model(client, run, artifact: str) -> bool:
+    """Whether ``runs:/<run>/<artifact>`` resolves: a logged model (MLflow 3) or artifacts."""
+    try:
+        logged = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{artifact}'",
+            output_format="list",
+        )
+        if logged:
+            return True
+    except (AttributeError, MlflowException):  # MLflow 2: models are plain run artifacts
+        pass
+    parent, _, leaf = artifact.rstrip("/").rpartition("/")
+    listed = client.list_artifacts(run.info.run_id, parent or None)
+    return any(a.path.rstrip("/").rpartition("/")[2] == leaf for a in listed)
 
 
 def promote(

@@ -20,6 +20,25 @@ LIMITATIONS = {
     "var": "Joint linear model for a small sensor set only.",
     "stid": "Node embeddings tie the model to the training sensors: new sensors need retraining.",
     "ensemble": "Average of the members chosen on one validation tail; inherits their limits.",
+    "glm_poisson": "Log-linear rates from recent, neighbour and calendar terms; variance = mean "
+    "(overdispersed counts get intervals that are too narrow).",
+    "glm_negbin": "As the Poisson GLM with a fitted NB2 dispersion; the mean forecast is about the "
+    "same, the dispersion feeds P(at least one).",
+    "kde_hotspot": "Spatially smoothed past rates: ranks cells by where events were, not by what "
+    "changes next; a wide bandwidth blurs neighbouring cells with very different levels.",
+}
+#: per-horizon columns left out of count models' cards: undefined or meaningless at zero counts
+PERCENT_METRICS = ("mape", "smape", "masked_mape")
+#: count metrics shown in a card, in this order, with their labels
+COUNT_METRICS = {
+    "poisson_deviance": "Poisson deviance (mean)",
+    "mae": "MAE (events per cell and period)",
+    "recall_at_k": "Recall@K (K = cells with an event)",
+    "map_at_k": "MAP@K",
+    "pai_1pct": "PAI at 1% of the area",
+    "pai_5pct": "PAI at 5% of the area",
+    "pai_10pct": "PAI at 10% of the area",
+    "brier_p_at_least_one": "Brier score of P(at least one)",
 }
 
 
@@ -65,8 +84,36 @@ def model_card(
     metrics: pd.DataFrame,
     leaderboard: pd.DataFrame,
     metric: str,
+    count_metrics: tuple | None = None,
 ) -> str:
-    """Markdown model card for one model of a job."""
+    """Markdown model card for one model of a job.
+
+    Parameters
+    ----------
+    label, model_type : str
+        Run label and model registry name.
+    params : dict
+        Model parameters.
+    lineage : dict
+        Dataset fingerprint plus ``dataset_name`` and ``dataset_source``.
+    evaluation : dict
+        The job's evaluation config.
+    metrics : DataFrame
+        Per-horizon metrics.
+    leaderboard : DataFrame
+        All models of the job.
+    metric : str
+        The selection metric.
+    count_metrics : (dict, ScoringMask), optional
+        From :func:`citybrain_ml.optimize.hotspots.job_count_metrics`: for count models the
+        card shows these (deviance, MAE, Recall/PAI on the mask) and drops MAPE/sMAPE.
+
+    Returns
+    -------
+    str
+    """
+    if count_metrics is not None:
+        metrics = metrics.drop(columns=[c for c in PERCENT_METRICS if c in metrics.columns])
     table = (
         metrics.round(4).to_markdown(index=False)
         if _tabulate()
@@ -92,6 +139,7 @@ def model_card(
             "### Metrics per horizon step",
             table,
             "",
+            *_count_section(count_metrics),
             "### Against the other models of this job (baselines included)",
             board_md,
             "",
@@ -105,6 +153,26 @@ def model_card(
             "",
         ]
     )
+
+
+def _count_section(count_metrics: tuple | None) -> list[str]:
+    """Markdown lines with the count metrics and the mask they were computed on."""
+    if count_metrics is None:
+        return []
+    values, mask = count_metrics
+    rows = [
+        f"| {label} | {values[key]:.4g} |" for key, label in COUNT_METRICS.items() if key in values
+    ]
+    return [
+        "### Count metrics (first horizon step)",
+        f"Scored on the mask {mask.description}. MAPE/sMAPE are left out: undefined or "
+        "meaningless for zero-heavy counts.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _tabulate() -> bool:

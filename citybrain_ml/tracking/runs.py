@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, SeriesDataset
+from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, VALUE, SeriesDataset
 
 LIBRARIES = (
     "citybrain_ml",
@@ -194,3 +194,83 @@ def _has_tabulate() -> bool:
     except ImportError:
         return False
     return True
+
+
+def log_dataset(
+    ds: SeriesDataset, fingerprint: dict | None = None, context: str = "training"
+) -> None:
+    """Log ``ds`` as an MLflow dataset input of the active run (the run page's Datasets panel).
+
+    Parameters
+    ----------
+    ds : SeriesDataset
+        The job's data; its ``source`` (file or dataset folder) and ``name`` are recorded.
+    fingerprint : dict, optional
+        From :func:`dataset_fingerprint`; its content hash is the dataset digest, so runs on
+        the same data show the same digest.
+    context : str
+        How the run used the data (``training``, ``evaluation``).
+    """
+    import warnings
+
+    import mlflow
+
+    info = fingerprint or dataset_fingerprint(ds)
+    with warnings.catch_warnings():
+        # MLflow warns when it guesses the source type of a plain path
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_pandas(
+            ds.values,
+            source=str(ds.source or ds.name),
+            targets=VALUE,
+            name=ds.name,
+            digest=info["dataset_sha256"][:16],
+        )
+    mlflow.log_input(dataset, context=context)
+
+
+def describe_run(
+    cfg, label: str, model, fingerprint: dict, metrics: pd.DataFrame, refit: bool = True
+) -> str:
+    """One paragraph for the run page (``mlflow.note.content``): model, data, split, metric.
+
+    Parameters
+    ----------
+    cfg : JobConfig
+        The job (its ``evaluation`` and ``select_metric``).
+    label : str
+        The model's label in the job.
+    model : Forecaster
+        The model (class and horizon).
+    fingerprint : dict
+        From :func:`dataset_fingerprint`.
+    metrics : DataFrame
+        Per-horizon metric table of the evaluation.
+    refit : bool
+        Whether the run then refits on all the data and logs that model.
+    """
+    ev = cfg.evaluation
+    if ev.method == "backtest":
+        split = f"rolling-origin backtest, {ev.n_windows} window(s)" + (
+            f" every {ev.step} steps" if ev.step else ""
+        )
+    else:
+        cut = ev.test_start or f"last {ev.test_ratio:.0%} of timestamps"
+        split = f"holdout from {cut}, every {ev.stride}. origin"
+    metric = cfg.select_metric
+    values = metrics[metric].to_numpy(dtype=float)
+    steps = metrics["horizon_step"].to_numpy() if "horizon_step" in metrics else [1, len(values)]
+    headline = (
+        f"{metric} {values[0]:.4g} at step {int(steps[0])}, {values[-1]:.4g} at step "
+        f"{int(steps[-1])} (mean {np.nanmean(values):.4g})"
+        if len(values)
+        else f"no {metric} (nothing scored)"
+    )
+    return (
+        f"{label}: {type(model).__name__}, horizon {getattr(model, 'horizon', '?')} steps, on "
+        f"{cfg.name} data ({fingerprint['dataset_series']} series, "
+        f"{fingerprint['dataset_rows']:,} rows, {fingerprint['dataset_start']} to "
+        f"{fingerprint['dataset_end']}, sha256 {fingerprint['dataset_sha256'][:12]}). "
+        f"Evaluated by {split}: {headline}."
+        + (" The logged model is refit on all the data." if refit else "")
+    )
