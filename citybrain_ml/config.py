@@ -168,7 +168,15 @@ def load_yaml_model(path: str | Path, model: type[BaseModel]):
             known = _fields_at(model, first["loc"][:-1])
             section = ".".join(str(p) for p in first["loc"][:-1])
             msg = f"unknown key '{key}'" + (f" in '{section}'" if section else "")
-            raise ConfigError(f"{path}: {msg}{_did_you_mean(key, known)}{more}") from exc
+            hint = _did_you_mean(key, known)
+            # the misspelt key's intended field is "missing" too: not a separate problem
+            others = [
+                e
+                for e in errors[1:]
+                if not (e["type"] == "missing" and f"'{e['loc'][-1]}'" in hint)
+            ]
+            more = f" (+{len(others)} more)" if others else ""
+            raise ConfigError(f"{path}: {msg}{hint}{more}") from exc
         raise ConfigError(f"{path}: field '{where}': {first['msg']}{more}") from exc
 
 

@@ -58,7 +58,7 @@ ONE_THREAD = {
 
 # ---------------------------------------------------------------------- data
 def panel(n_series: int, days: float, seed: int = 0, first: int = 0) -> pd.DataFrame:
-    """Synthetic 15-minute panel: per-series level, daily cycle, AR(1) noise; sorted long frame.
+    """Synthetic 15-minute panel: level, daily cycle, AR(1) noise, floored at 0; sorted frame.
 
     Every series ends at :data:`END`; ids are ``s<first>``, ``s<first + 1>``...
     """
@@ -72,7 +72,8 @@ def panel(n_series: int, days: float, seed: int = 0, first: int = 0) -> pd.DataF
     noise = rng.normal(0, 2, (steps, n_series))
     for t in range(1, steps):  # AR(1) so that lags carry signal
         noise[t] += 0.6 * noise[t - 1]
-    values = level + amp * np.sin(2 * np.pi * slot[:, None] / 96 + phase) + noise
+    # speeds or counts: never negative (the batch input check rejects negative values)
+    values = np.maximum(level + amp * np.sin(2 * np.pi * slot[:, None] / 96 + phase) + noise, 0)
     ids = np.array([f"s{i:06d}" for i in range(first, first + n_series)], dtype=object)
     return pd.DataFrame(
         {
@@ -315,11 +316,11 @@ def machine() -> dict:
     }
 
 
-def versions(python: str) -> str:
+def versions(python: str, names=("lightgbm", "pandas", "numpy", "citybrain_ml", "mlflow")) -> str:
     code = (
         "import importlib.metadata as m\n"
         "out=[]\n"
-        "for p in ('mlforecast','lightgbm','pandas','numpy','citybrain_ml','mlflow'):\n"
+        f"for p in {tuple(names)!r}:\n"
         "    try: out.append(f'{p} {m.version(p)}')\n"
         "    except m.PackageNotFoundError: pass\n"
         "print(', '.join(out))"
@@ -383,7 +384,8 @@ def main(argv=None) -> None:
     command = "python experiments/scoring_speed.py " + " ".join(
         a if not a.startswith("/") else f"'{a}'" for a in (argv or sys.argv[1:])
     )
-    write_report(args.out, rows, fits, info, command, versions(args.mlforecast_python))
+    mlf = versions(args.mlforecast_python, ("mlforecast", "lightgbm", "pandas", "numpy"))
+    write_report(args.out, rows, fits, info, command, mlf)
 
 
 def write_report(out: Path, rows: list, fits: dict, info: dict, command: str, mlf: str) -> None:

@@ -122,8 +122,9 @@ def report(runs: pd.DataFrame, command: str, total_s: float) -> str:
     lines = [
         "# Jinan 3x4 (CityFlow) through the importer, signal control in SUMO",
         "",
-        f"Command: `{command}` ({_runtime(total_s)} on a shared 2-core CPU, SUMO "
-        f"{_sumo_version()} via libsumo). Seeds {seeds} (SUMO's driver imperfection and "
+        f"Command: `{command}` ({_runtime(runs, total_s)} on a shared 2-core CPU with other "
+        f"jobs running, SUMO {_sumo_version()} via libsumo). Seeds {seeds} (SUMO's driver "
+        "imperfection and "
         "insertion; the CityFlow flows themselves are fixed). Settings: "
         "`configs/signals_jinan_cityflow.yaml`.",
         "",
@@ -137,32 +138,55 @@ def report(runs: pd.DataFrame, command: str, total_s: float) -> str:
         "arrival or to 3600 s (insertion wait included); **delay all** = mean timeLoss + "
         "departDelay over every planned vehicle; RESCO delay = the same over inserted "
         "vehicles only; finished / unfinished / never inserted sum to planned. Means +- std "
-        "over seeds; *vs fixed* = ATT all / fixed time's ATT all.",
+        "over seeds; *vs fixed* = ATT all / fixed time's ATT all on the same seeds (some "
+        "controllers ran on fewer seeds than others for lack of time: see the seeds column).",
         "",
         "| flow | controller | ATT finished (s) | ATT all (s) | vs fixed | delay all (s) "
         "| RESCO delay (s) | planned | finished | unfinished | never inserted | seeds |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (flow, ctrl), r in agg.iterrows():
-        fixed = (
-            agg.loc[(flow, "fixed_time"), "att_all"]
-            if (flow, "fixed_time") in agg.index
-            else float("nan")
-        )
         lines.append(
             f"| {flow} | {ctrl} | {r.att_fin:.1f} +- {_sd(r.att_fin_sd)} | "
-            f"{r.att_all:.1f} +- {_sd(r.att_all_sd)} | {r.att_all / fixed:.0%} | "
+            f"{r.att_all:.1f} +- {_sd(r.att_all_sd)} | "
+            f"{paired_ratio(runs, flow, ctrl, 'att_all_s'):.0%} | "
             f"{r.delay_all:.1f} | {r.delay:.1f} | {r.planned:.0f} | {r.done:.0f} | "
             f"{r.open_:.0f} | {r.never:.0f} | {r.n:.0f} |"
         )
     lines += ["", "## Target: Advanced-MP ATT at most 70% of fixed time on all three flows", ""]
-    lines += targets(agg)
+    lines += targets(runs, agg)
     lines += ["", "## Never worse: the rehearsed recommendation vs the existing plan", ""]
-    lines += never_worse(agg)
+    lines += never_worse(runs, agg)
+    lines += ["", *NOTES]
     return "\n".join(lines) + "\n"
 
 
-def never_worse(agg: pd.DataFrame) -> list[str]:
+NOTES = [
+    "## Caveats",
+    "",
+    "- SUMO is not CityFlow: the vehicles keep CityFlow's parameters (length 5 m, min gap "
+    "2.5 m, accel 2, decel 4.5 m/s2, 11.1 m/s, headway time 2 s -> SUMO tau) but follow "
+    "SUMO's Krauss model with its default driver imperfection (sigma 0.5), insert on the best "
+    "lane at the fastest safe speed, and cross SUMO's junction geometry. Travel times here are "
+    "therefore not comparable with CityFlow papers' ATT figures; the comparison between "
+    "controllers on the same SUMO network is the point.",
+    "- Max-pressure and Advanced-MP run with the settings tuned on RESCO "
+    "(`configs/signals_cologne8.yaml`); nothing was tuned on Jinan. Switching controllers "
+    "use the benchmark's 5 s yellow and no all-red (Advanced-MP may extend an all-red up to "
+    "10 s while vehicles stand in the junction).",
+    "- Webster reads turning counts from a fixed-time before-study that is itself congested "
+    "(vehicles never inserted, unfinished ones), so its counts under-state demand. With "
+    "cycle bounds from the program (40-120 s) the `webster` plan did not beat the fixed 80 s "
+    "plan (table above); the rehearsed candidates include one that keeps each signal's 80 s "
+    "cycle and only re-splits the greens.",
+    "- The target compares ATT in both definitions; on `real` and `real_2000` Advanced-MP's "
+    "finished-trip ATT is just above 70% of fixed time while its all-vehicle ATT is 58-65%: "
+    "fixed time leaves more vehicles unfinished or outside, which the finished-trip "
+    "definition does not charge to it.",
+]
+
+
+def never_worse(runs: pd.DataFrame, agg: pd.DataFrame) -> list[str]:
     """The ``rehearsed`` controller against fixed time on the evaluation seeds."""
     out = [
         "`rehearsed` = Webster candidates (configured cycle bounds, and keeping the 80 s "
@@ -182,17 +206,28 @@ def never_worse(agg: pd.DataFrame) -> list[str]:
         block = agg.loc[flow]
         if not {"rehearsed", "fixed_time"} <= set(block.index):
             continue
-        r, f = block.loc["rehearsed"], block.loc["fixed_time"]
-        ok = "yes" if r.delay_all <= f.delay_all and r.att_all <= f.att_all else "no"
+        delay = paired_ratio(runs, flow, "rehearsed", "delay_all_s")
+        att = paired_ratio(runs, flow, "rehearsed", "att_all_s")
+        ok = "yes" if delay <= 1 and att <= 1 else "no"
         out.append(
-            f"| {flow} | {chosen.get(flow, 'not recorded')} | {r.delay_all / f.delay_all:.0%} "
-            f"| {r.att_all / f.att_all:.0%} | {ok} |"
+            f"| {flow} | {chosen.get(flow, 'not recorded')} | {delay:.0%} | {att:.0%} | {ok} |"
         )
     return out
 
 
-def targets(agg: pd.DataFrame) -> list[str]:
-    """Advanced-MP / fixed-time ATT ratio per flow, in both definitions."""
+def paired_ratio(runs: pd.DataFrame, flow: str, ctrl: str, metric: str) -> float:
+    """Mean ``metric`` of ``ctrl`` over its seeds / fixed time's mean over the same seeds."""
+    block = runs[runs["flow"] == flow]
+    mine = block[block["controller"] == ctrl].set_index("seed")[metric]
+    fixed = block[block["controller"] == "fixed_time"].set_index("seed")[metric]
+    common = mine.index.intersection(fixed.index)
+    if common.empty:
+        return float("nan")
+    return float(mine[common].mean() / fixed[common].mean())
+
+
+def targets(runs: pd.DataFrame, agg: pd.DataFrame) -> list[str]:
+    """Advanced-MP / fixed-time ATT ratio per flow, in both definitions (paired seeds)."""
     out = [
         "| flow | ATT finished: AMP / fixed | ATT all: AMP / fixed | met (both) |",
         "|---|---|---|---|",
@@ -201,10 +236,10 @@ def targets(agg: pd.DataFrame) -> list[str]:
         block = agg.loc[flow]
         if not {"advanced_max_pressure", "fixed_time"} <= set(block.index):
             continue
-        amp, fixed = block.loc["advanced_max_pressure"], block.loc["fixed_time"]
-        r_fin, r_all = amp.att_fin / fixed.att_fin, amp.att_all / fixed.att_all
+        r_fin = paired_ratio(runs, flow, "advanced_max_pressure", "att_finished_s")
+        r_all = paired_ratio(runs, flow, "advanced_max_pressure", "att_all_s")
         met = "yes" if max(r_fin, r_all) <= TARGET_RATIO else "no"
-        out.append(f"| {flow} | {r_fin:.1%} | {r_all:.1%} | {met} |")
+        out.append(f"| {flow} | {r_fin:.2%} | {r_all:.2%} | {met} |")
     return out
 
 
@@ -212,8 +247,13 @@ def _sd(value: float) -> str:
     return "n/a" if value != value else f"{value:.1f}"
 
 
-def _runtime(total_s: float) -> str:
-    return f"last invocation {total_s / 60:.1f} min" if total_s == total_s else "runtime n/a"
+def _runtime(runs: pd.DataFrame, total_s: float) -> str:
+    if total_s == total_s:  # not NaN: measured end to end
+        return f"last invocation {total_s / 60:.1f} min"
+    return (
+        f"evaluation runs {runs['wall_s'].sum() / 60:.0f} min in all, before-studies and "
+        "rehearsals not included,"
+    )
 
 
 def _sumo_version() -> str:
@@ -238,6 +278,13 @@ def main() -> None:
     )
     if args.from_csv:
         runs, total = pd.read_csv(CSV), float("nan")
+        flows = list(dict.fromkeys(runs["flow"]))
+        seeds = sorted(runs["seed"].unique().tolist())
+        command = (
+            f".venv/bin/python experiments/signals_cityflow.py --flows {' '.join(flows)} "
+            f"--seeds {' '.join(map(str, seeds))}` (run here as parallel invocations, one per "
+            "flow and seed group, merged in the CSV; report rebuilt with `--from-csv"
+        )
     else:
         if not FOLDER.is_dir():
             raise SystemExit(f"Jinan data not found at {FOLDER} (set CITYBRAIN_SHARED_DATA)")

@@ -167,18 +167,30 @@ def summarise(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _done(done: pd.DataFrame, label: str, variant: str) -> bool:
+    if done.empty:
+        return False
+    return bool(((done["dataset"] == label) & (done["variant"] == variant)).any())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="dataset labels to run")
-    parser.add_argument("--variants", nargs="*", default=["full", "short"])
+    parser.add_argument("--variants", nargs="*", default=["short", "full"])
+    parser.add_argument(
+        "--resume", action="store_true", help="skip dataset/variant pairs already in the csv"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     csv = RESULTS / "transfer.csv"
     done = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
-    for label, spec in DATASETS.items():
-        if args.only and label not in args.only:
-            continue
-        for variant in args.variants:
+    # every short variant first: they are cheap, and a killed run still covers every dataset
+    for variant in args.variants:
+        for label, spec in DATASETS.items():
+            if args.only and label not in args.only:
+                continue
+            if args.resume and _done(done, label, variant):
+                continue
             rows = pd.DataFrame(run_one(label, spec, variant))
             if not done.empty:
                 keep = ~((done["dataset"] == label) & (done["variant"] == variant))

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 #: seconds to wait for the tracking server's answer
-PROBE_TIMEOUT_SECONDS = 5.0
+PROBE_TIMEOUT_SECONDS = 4.0
 
 
 def probe_tracking(uri: str | None = None, timeout: float = PROBE_TIMEOUT_SECONDS) -> str:
