@@ -229,6 +229,9 @@ def _train_one(
         mlflow.set_tag("evaluation_key", evaluation_key(cfg, lineage["dataset_sha256"]))
         mlflow.log_params({f"model.{k}": _short(v) for k, v in model.get_params().items()})
         metrics, scored = evaluate_model(cfg, model, ds, progress)
+        # NaN forecasts at observed targets are left out of the metrics: say how many
+        nan_fc = int((scored["yhat"].isna() & scored["value"].notna()).sum())
+        mlflow.set_tag("evaluation_nan_forecasts_dropped", str(nan_fc))
         # which inputs the scored forecasts used: observed future weather flatters a model
         mlflow.set_tags(
             {

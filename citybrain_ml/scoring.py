@@ -132,6 +132,7 @@ def run_forecast(
     request = recent_history(forecaster, request)
     timings["check_seconds"] = time.perf_counter() - t1
     levels, warnings = _available_levels(forecaster, levels)
+    warnings += _short_history_warnings(forecaster, status[ok])
     params = {"as_of": str(as_of_ts), "levels": ",".join(str(v) for v in levels)}
     if horizon:
         params["horizon"] = int(horizon)
@@ -237,6 +238,21 @@ def series_status(model, history: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataF
         ``rows`` and ``reason``.
     """
     return _sorted_status(model, history, as_of)[1]
+
+
+def _short_history_warnings(model, usable: pd.DataFrame) -> list[str]:
+    """Series forecast with less history than the model's features read (lags, windows,
+    seasonal lags): their features are partly missing, so say which ones, not skip them."""
+    need = int(model._history_to_keep()) if hasattr(model, "_history_to_keep") else 0
+    short = usable[usable["rows"] < need]
+    if short.empty:
+        return []
+    shown = ", ".join(f"{sid} ({int(r)} rows)" for sid, r in short["rows"].head(5).items())
+    more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+    return [
+        f"{len(short)} series have less history than the model's features read ({need} steps): "
+        f"{shown}{more}; their forecasts use partly missing features"
+    ]
 
 
 def recent_history(model, history: pd.DataFrame) -> pd.DataFrame:

@@ -163,3 +163,16 @@ def test_calibration_with_too_few_residuals_pools_steps_aloud():
     assert any(issubclass(w.category, FallbackWarning) for w in seen)
     # each step borrows from its nearest steps; here even all of them are fewer than 50
     assert len({len(v) for v in model.conformal_scores_.values()}) == 1
+
+
+def test_nan_forecasts_left_out_of_metrics_are_counted_aloud():
+    df = closed_panel()
+    # st0 lost the day before the backtest: its "same slot yesterday" forecasts are NaN
+    lost = (df["series_id"] == "st0") & (df["timestamp"].dt.normalize() == "2024-03-10")
+    df.loc[lost, "value"] = np.nan
+    model = make_model("seasonal_naive", horizon=2, calibration_steps=0)
+    with pytest.warns(FallbackWarning, match="left out of the metrics"):
+        res = backtest(model, df, 2, 2, step=10, refit=False, progress=False)
+    fc = res.forecasts
+    assert res.dropped_forecasts == int((fc["yhat"].isna() & fc["value"].notna()).sum()) > 0
+    assert (fc.loc[fc["yhat"].isna(), "series_id"] == "st0").all()

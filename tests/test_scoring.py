@@ -281,3 +281,19 @@ def test_train_runs_log_their_dataset_and_a_description(store):
     assert f"{history['series_id'].nunique()} series" in note
     assert "rolling-origin backtest, 2 window(s) every 24 steps" in note and "mae" in note
     assert client.get_run(weak.parent_run_id).inputs.dataset_inputs  # the parent run too
+
+
+def test_series_with_less_history_than_the_features_read_is_named_in_the_manifest(store, tmp_path):
+    _, uri, _, strong, _, history = store
+    first = sorted(history["series_id"].unique())[0]
+    # last value steps back over up to 288 missing readings: 100 rows is usable but short
+    cut = history[
+        (history["series_id"] != first)
+        | history.index.isin(history[history["series_id"] == first].tail(100).index)
+    ]
+    path = tmp_path / "short.parquet"
+    cut.to_parquet(path)
+    run = run_forecast(_uri(strong), path, tmp_path / "o", "sz", tracking_uri=uri)
+    manifest = json.loads((run.folder / "manifest.json").read_text())
+    assert any(f"{first} (100 rows)" in w for w in manifest["warnings"])
+    assert manifest["series_forecast"] == history["series_id"].nunique()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from citybrain_ml.data.schema import HORIZON_STEP, SERIES_ID, TIMESTAMP, VALUE, SeriesDataset
+from citybrain_ml.data.schema import HORIZON_STEP, SERIES_ID, TIMESTAMP, VALUE, YHAT, SeriesDataset
 from citybrain_ml.data.splits import rolling_origins, unique_timestamps
 from citybrain_ml.evaluation.metrics import evaluate
 from citybrain_ml.models.base import Forecaster
@@ -44,6 +44,9 @@ class BacktestResult:
         The last fitted model.
     null_value : float, optional
         Target value treated as missing when scoring (kept for :meth:`summary`).
+    dropped_forecasts : int
+        Rows with an observed target but no forecast (NaN), left out of every metric; said
+        aloud as a :class:`~citybrain_ml.models.base.FallbackWarning` too.
     """
 
     forecasts: pd.DataFrame
@@ -54,6 +57,7 @@ class BacktestResult:
     origins: list = field(default_factory=list)
     model: Forecaster | None = None
     null_value: float | None = None
+    dropped_forecasts: int = 0
 
     def summary(self) -> pd.DataFrame:
         """One overall row pooling every window, series and step."""
@@ -313,6 +317,18 @@ def _result(forecasts, df, levels, null_value, fit_s, pred_s, origins, fitted) -
     forecasts = forecasts.merge(truth, on=[SERIES_ID, TIMESTAMP], how="left")
     forecasts = forecasts.sort_values([ORIGIN, SERIES_ID, HORIZON_STEP], kind="stable")
     forecasts = forecasts.reset_index(drop=True)
+    dropped = int((forecasts[YHAT].isna() & forecasts[VALUE].notna()).sum())
+    if dropped:
+        import warnings
+
+        from citybrain_ml.models.base import FallbackWarning
+
+        warnings.warn(
+            f"{type(fitted).__name__}: {dropped} of {len(forecasts)} forecasts at observed "
+            "targets are NaN and are left out of the metrics (compare models on the n column)",
+            FallbackWarning,
+            stacklevel=3,
+        )
     kwargs = {"levels": levels, "null_value": null_value, "missing_forecast": "drop"}
     return BacktestResult(
         forecasts=forecasts,
@@ -323,6 +339,7 @@ def _result(forecasts, df, levels, null_value, fit_s, pred_s, origins, fitted) -
         origins=list(origins),
         model=fitted,
         null_value=null_value,
+        dropped_forecasts=dropped,
     )
 
 
