@@ -92,6 +92,20 @@ def save_rehearsal(flow: str, rec) -> None:
     rows.to_csv(REHEARSAL_CSV, index=False)
 
 
+def invocations(runs: pd.DataFrame) -> list[str]:
+    """The commands that produced ``runs``: one per flow and group of seeds run alike."""
+    out = []
+    for flow, block in runs.groupby("flow", sort=False):
+        by_seed = block.groupby("seed")["controller"].apply(lambda c: tuple(sorted(c)))
+        for ctrls, seeds in by_seed.groupby(by_seed).groups.items():
+            cmd = f".venv/bin/python experiments/signals_cityflow.py --flows {flow} --seeds "
+            cmd += " ".join(str(x) for x in sorted(seeds))
+            if len(ctrls) < runs["controller"].nunique():
+                cmd += " --controllers " + " ".join(ctrls)
+            out.append(cmd)
+    return out
+
+
 def merge(new: pd.DataFrame) -> pd.DataFrame:
     """Add ``new`` to the saved CSV, replacing rows of the same (flow, controller, seed)."""
     if not CSV.is_file():
@@ -176,9 +190,14 @@ NOTES = [
     "10 s while vehicles stand in the junction).",
     "- Webster reads turning counts from a fixed-time before-study that is itself congested "
     "(vehicles never inserted, unfinished ones), so its counts under-state demand. With "
-    "cycle bounds from the program (40-120 s) the `webster` plan did not beat the fixed 80 s "
-    "plan (table above); the rehearsed candidates include one that keeps each signal's 80 s "
-    "cycle and only re-splits the greens.",
+    "cycle bounds from the program (40-120 s) the `webster` plan's ATT (all vehicles) was "
+    "within 1% of the fixed 80 s plan on real and real_2500 and 6% worse on real_2000 (table "
+    "above); the rehearsed candidates include one that keeps each signal's 80 s cycle and "
+    "only re-splits the greens.",
+    "- The candidate the rehearsal chose was printed by these runs but not saved (a rerun "
+    "saves it in `signals_cityflow.rehearsal.csv`): `webster_keep_cycle` on all three flows, "
+    "rehearsed delay over all planned vehicles 161.1 / 91.4 / 118.9 s against 409.4 / 255.8 "
+    "/ 343.8 s for the existing plan (flows real / real_2000 / real_2500, seed 1001).",
     "- The target compares ATT in both definitions; on `real` and `real_2000` Advanced-MP's "
     "finished-trip ATT is just above 70% of fixed time while its all-vehicle ATT is 58-65%: "
     "fixed time leaves more vehicles unfinished or outside, which the finished-trip "
@@ -278,13 +297,8 @@ def main() -> None:
     )
     if args.from_csv:
         runs, total = pd.read_csv(CSV), float("nan")
-        flows = list(dict.fromkeys(runs["flow"]))
-        seeds = sorted(runs["seed"].unique().tolist())
-        command = (
-            f".venv/bin/python experiments/signals_cityflow.py --flows {' '.join(flows)} "
-            f"--seeds {' '.join(map(str, seeds))}` (run here as parallel invocations, one per "
-            "flow and seed group, merged in the CSV; report rebuilt with `--from-csv"
-        )
+        command = "`, `".join(invocations(runs)) + "` (parallel invocations merged in the CSV; "
+        command += "report rebuilt with `--from-csv"
     else:
         if not FOLDER.is_dir():
             raise SystemExit(f"Jinan data not found at {FOLDER} (set CITYBRAIN_SHARED_DATA)")

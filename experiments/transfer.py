@@ -68,7 +68,7 @@ def models(horizon: int, freq: str, span: pd.Timedelta) -> dict:
         "last_value": make_model("last_value", horizon=horizon),
         "seasonal_naive_day": make_model("seasonal_naive", horizon=horizon),
     }
-    if span >= pd.Timedelta("14D"):
+    if span >= pd.Timedelta("8D"):
         out["seasonal_naive_week"] = make_model(
             "seasonal_naive", season_length=7 * per_day, horizon=horizon
         )

@@ -46,12 +46,24 @@ def test_chosen_model_is_never_worse_than_the_best_baseline_at_any_step():
 def test_validation_days_match_the_forecast_days_type():
     # ends on a Monday: the forecast day is a Tuesday (weekday after weekday), so the
     # Monday after a Sunday must not be the validation day
-    df = hourly_panel("2024-03-04", days=15)  # Mon 4 .. Mon 18
+    df = hourly_panel("2024-03-04", days=8)  # Mon 4 .. Mon 11
     model = make_model("auto", horizon=3, validation_days=2, **FAST).fit(df)
     assert model.validation_["day_type"] == "weekday<-weekday"
     days = pd.to_datetime(model.validation_["days"])
-    assert list(days.day_name()) == ["Thursday", "Friday"]
+    # 4 series x 24 origins a day: three days reach 200 targets per step
+    assert list(days.day_name()) == ["Wednesday", "Thursday", "Friday"]
     assert model.validation_["fallback"] == ""
+
+
+def test_two_weeks_of_history_validate_a_whole_week_and_choose_per_day_type():
+    df = hourly_panel("2024-03-04", days=16, noise=5.0)
+    model = make_model("auto", horizon=2, n_estimators=20, n_jobs=1, max_origins=200).fit(df)
+    assert model.validation_["day_type"] == "all (last 7 days)"
+    # Monday's "same slot yesterday" is a Sunday: never the daily seasonal naive there
+    monday = model._choice(pd.Series([1, 2]), pd.Series(["weekday<-weekend"] * 2))
+    assert "seasonal_naive_day" not in set(monday)
+    board = model.leaderboard_.set_index("model")
+    assert board.loc["seasonal_naive_day", "reason"].startswith(("kept", "dropped"))
 
 
 def test_weekend_trap_validates_on_a_day_related_the_same_way_and_says_so():
@@ -69,6 +81,7 @@ def test_nan_forecasts_fall_back_to_last_value_aloud():
     df = hourly_panel("2024-03-04", days=10)
     model = make_model("auto", horizon=2, learned=False, max_origins=24).fit(df)
     model.selected_ = {1: "seasonal_naive_day", 2: "seasonal_naive_day"}
+    model.selected_by_day_ = {}
     short = df.groupby("series_id").tail(5)  # less than a day: no value a season back
     with pytest.warns(FallbackWarning, match="use the last value"):
         fc = model.predict(2, history_df=short)

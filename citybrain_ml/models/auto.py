@@ -2,7 +2,7 @@
 
 The candidates are derived from the data alone (frequency and history length; no dataset
 names, no tuned values): last value, seasonal naive one day back (sub-daily data) and one
-week back (when two weeks of history exist), the time-of-day/-week average and a global
+week back (when a week and a day of history exist), the time-of-day/-week average and a global
 LightGBM (per-series scaling when series differ by an order of magnitude), also as a model of
 the residual over the one-day seasonal naive (sub-daily data, 3+ days). Each candidate is
 fitted on the data before a validation window and forecasts every validation origin; for
@@ -31,6 +31,18 @@ from citybrain_ml.models.base import Forecaster, service_times, target_times
 MIN_TRAIN_DAYS = 1
 #: series whose mean levels differ by more than this factor get per-series scaling
 SCALE_RATIO = 10.0
+#: a candidate without forecasts for more than this share of validation targets sits out
+MAX_MISSING = 0.5
+#: fewest validation targets per horizon step; more matching days are taken to reach it
+MIN_VALIDATION_ROWS = 200
+#: fewest validation targets for a (step, day type) cell to get its own choice
+MIN_CELL_ROWS = 30
+#: a learned candidate must beat the best baseline by this share to be chosen (less variance)
+LEARNED_MARGIN = 0.02
+#: a (step, day type) cell overrides the step's choice when its winner is this much better
+CELL_MARGIN = 0.10
+#: with this many days of history, validate on the last full week (every day type)
+FULL_WEEK_DAYS = 15
 
 
 class AutoForecaster(Forecaster):
@@ -122,15 +134,15 @@ class AutoForecaster(Forecaster):
             fc = model.historical_forecasts(df, origins, int(self.horizon))
             forecasts[label] = fc.merge(truth, on=[SERIES_ID, TIMESTAMP], how="left")
         table = _aligned(forecasts)
-        filled = self._fill_missing(table, list(specs))
-        self.selected_, self.leaderboard_ = _choose(table, list(specs), filled)
+        table["day_type"] = self._target_keys(table[TIMESTAMP])
+        self.selected_, self.selected_by_day_, self.leaderboard_ = _choose(table, list(specs))
         # normalised conformal scores: one station's error in its own units, so a quiet
         # station does not borrow a busy one's interval width
         level = train[VALUE].abs().groupby(train[SERIES_ID]).mean()
         self.scale_ = level.where(level > 0).fillna(level[level > 0].median()).fillna(1.0)
         self.nonnegative_ = bool((df[VALUE].dropna() >= 0).all())
         self.conformal_scores_ = self._pool_scores(self._residuals(table))
-        keep = {*self.selected_.values(), "last_value"}
+        keep = {*self.selected_.values(), *self.selected_by_day_.values(), "last_value"}
         self.models_ = {
             label: _build(*specs[label], self.horizon).fit(
                 df, freq=self.freq_, calendar=self.calendar_
@@ -147,11 +159,12 @@ class AutoForecaster(Forecaster):
         if per_day > 1:
             specs["seasonal_naive_day"] = ("seasonal_naive", {"season_length": per_day})
         week = 7 * per_day if per_day >= 1 else 0
-        if week and span >= pd.Timedelta("14D"):
+        # a week back must exist before the validation days: one week plus a day
+        if week and span >= pd.Timedelta("8D"):
             specs["seasonal_naive_week"] = ("seasonal_naive", {"season_length": week})
         if per_day > 1:
             specs["average_daytype"] = ("historical_average", {"period": "daytype"})
-        if week and span >= pd.Timedelta("14D"):
+        if week and span >= pd.Timedelta("8D"):
             specs["average_week"] = ("historical_average", {"period": "week"})
         if self.learned:
             params = self._lightgbm_params(df)
@@ -193,7 +206,18 @@ class AutoForecaster(Forecaster):
         first_forecast = pd.Timestamp(target_times(times[-1:], 1, self.freq_, cal)[0, 0])
         want = self._day_key(first_forecast.normalize())
         days = times.normalize().unique()
+        if days[-1] - days[0] >= pd.Timedelta(days=FULL_WEEK_DAYS - 1):
+            # a whole week: every day type is validated, each (step, day type) chooses its own
+            week = list(days[-7:])
+            origins = times[times.normalize().isin(week)]
+            info = {"days": [str(d.date()) for d in week], "day_type": "all (last 7 days)"}
+            return self._thin(origins, {**info, "fallback": ""})
         eligible = [d for d in days[::-1] if d - days[0] >= pd.Timedelta(days=MIN_TRAIN_DAYS)]
+        n_series = max(df[SERIES_ID].nunique(), 1)
+        per_day_rows = n_series * max(len(times) / max(len(days), 1), 1)
+        self._n_days = max(
+            int(self.validation_days), int(np.ceil(MIN_VALIDATION_ROWS / per_day_rows))
+        )
         chosen, fallback = self._match_days(eligible or [days[-1]], want)
         if fallback:
             self._fallback("validation_day_type_unmatched", 1, fallback)
@@ -204,7 +228,7 @@ class AutoForecaster(Forecaster):
     def _match_days(self, eligible: list, want: str) -> tuple[list, str]:
         """Most recent days with the forecast day's key; else the same 'same type as the day
         before' relation (what a one-day seasonal naive depends on); else the last day."""
-        n = int(self.validation_days)
+        n = int(getattr(self, "_n_days", self.validation_days))
         exact = [d for d in eligible if self._day_key(d) == want][:n]
         if exact:
             return exact, ""
@@ -241,23 +265,39 @@ class AutoForecaster(Forecaster):
         return "weekday"
 
     # ------------------------------------------------------------------ selection
-    def _fill_missing(self, table: pd.DataFrame, labels: list[str]) -> dict[str, int]:
-        """Fill candidates' NaN forecasts with last value, counting each (no silent drop)."""
-        filled = {}
-        for label in labels:
-            gap = table[label].isna() & table["last_value"].notna()
-            filled[label] = int(gap.sum())
-            table.loc[gap, label] = table.loc[gap, "last_value"]
-        return filled
-
     def _residuals(self, table: pd.DataFrame) -> dict[int, np.ndarray]:
         scored = table.dropna(subset=[VALUE])
         out = {}
-        for h, part in scored.groupby(HORIZON_STEP):
-            chosen = self.selected_[int(h)]
-            err = (part[VALUE] - part[chosen]).abs() / self._scale_of(part[SERIES_ID])
-            out[int(h)] = np.sort(err.dropna().to_numpy())
+        chosen = self._choice(scored[HORIZON_STEP], scored["day_type"])
+        yhat = np.full(len(scored), np.nan)
+        for label in set(chosen):
+            rows = chosen == label
+            yhat[rows] = scored.loc[rows, label].to_numpy(dtype=float)
+        err = pd.Series(np.abs(scored[VALUE].to_numpy() - yhat), index=scored.index)
+        err = err / self._scale_of(scored[SERIES_ID])
+        for h, part in err.groupby(scored[HORIZON_STEP]):
+            out[int(h)] = np.sort(part.dropna().to_numpy())
         return out
+
+    def _choice(self, steps: pd.Series, keys: pd.Series) -> np.ndarray:
+        """The chosen candidate of each row: its (step, day type) cell, else its step."""
+        by_day = getattr(self, "selected_by_day_", {})
+        last = self.selected_[max(self.selected_)]
+        return np.array(
+            [
+                by_day.get((int(h), k), self.selected_.get(int(h), last))
+                for h, k in zip(steps, keys, strict=True)
+            ],
+            dtype=object,
+        )
+
+    def _target_keys(self, timestamps) -> np.ndarray:
+        """Day-type key of each target's day (``weekday<-weekday``), "all" for daily data."""
+        if (steps_per_day(self.freq_) or 0) <= 1:
+            return np.full(len(timestamps), "all", dtype=object)
+        days = pd.DatetimeIndex(timestamps).normalize()
+        keys = {d: self._day_key(d) for d in days.unique()}
+        return np.array([keys[d] for d in days], dtype=object)
 
     def _scale_of(self, series_ids: pd.Series) -> np.ndarray:
         default = float(self.scale_.median()) if len(self.scale_) else 1.0
@@ -298,8 +338,8 @@ class AutoForecaster(Forecaster):
             base = base.merge(
                 part[[*keys, YHAT]].rename(columns={YHAT: label}), on=keys, how="left"
             )
-        chosen = base[HORIZON_STEP].map(
-            lambda h: self.selected_.get(int(h), self.selected_[max(self.selected_)])
+        chosen = pd.Series(
+            self._choice(base[HORIZON_STEP], self._target_keys(base[TIMESTAMP])), index=base.index
         )
         yhat = np.full(len(base), np.nan)
         for label in parts:
@@ -333,40 +373,106 @@ def _aligned(forecasts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return table
 
 
-def _choose(
-    table: pd.DataFrame, labels: list[str], filled: dict[str, int]
-) -> tuple[dict[int, str], pd.DataFrame]:
-    """Per step the candidate with the lowest validation MAE; baselines win ties."""
+def _choose(table: pd.DataFrame, labels: list[str]):
+    """Per step -- and per (step, day type) where the cell has enough targets -- the candidate
+    with the lowest validation MAE; a learned one only when it beats the best baseline there by
+    :data:`LEARNED_MARGIN`.
+
+    Candidates are compared on the same rows: those where each of them has a forecast. A
+    candidate without a forecast for more than half of the validation targets (a season back
+    falls before the data or into a gap) is left out of the comparison, and says so.
+
+    Returns
+    -------
+    selected : dict
+        Step -> label (the default for day types without their own choice).
+    selected_by_day : dict
+        (step, day type) -> label.
+    board : DataFrame
+        The leaderboard.
+    """
     scored = table.dropna(subset=[VALUE])
     if scored.empty:
         raise ValueError("auto: no observed target in the validation window to compare models")
-    err = scored[labels].sub(scored[VALUE], axis=0).abs()
-    by_step = err.groupby(scored[HORIZON_STEP]).mean()  # (steps, candidates)
-    selected = {int(h): str(row.idxmin()) for h, row in by_step.iterrows()}
+    missing = scored[labels].isna().mean()
+    eligible = [c for c in labels if missing[c] <= MAX_MISSING] or ["last_value"]
+    common = scored[eligible].notna().all(axis=1)
+    rows = scored[common]
+    err = rows[eligible].sub(rows[VALUE], axis=0).abs()
+    by_step = err.groupby(rows[HORIZON_STEP]).mean()  # (steps, candidates)
+    selected = {int(h): _pick(r) for h, r in by_step.iterrows()}
+    cells = err.groupby([rows[HORIZON_STEP], rows["day_type"]])
+    sizes = cells.size()
+    days = rows[TIMESTAMP].dt.normalize().groupby([rows[HORIZON_STEP], rows["day_type"]])
+    n_days = days.nunique()
+    selected_by_day = {}
+    for (h, k), r in cells.mean().iterrows():
+        winner, default = _pick(r), selected[int(h)]
+        clear = sizes[(h, k)] >= MIN_CELL_ROWS and r[winner] <= (1 - CELL_MARGIN) * r[default]
+        # a day type overrides the step's choice only for a clear difference seen on two
+        # days, or where the step's choice looks one day back across a change of day type
+        # (Monday's "same slot yesterday" is a Sunday) -- not for one day's noise
+        if clear and (n_days[(h, k)] >= 2 or (_crosses_day_type(k) and _one_day_back(default))):
+            selected_by_day[(int(h), str(k))] = winner
     overall = err.mean()
-    best_base = overall[[c for c in labels if not c.startswith("lightgbm")]].min()
-    rows = []
+    baselines = [c for c in eligible if not c.startswith("lightgbm")]
+    best_base = overall[baselines].min() if baselines else np.nan
+    own = scored[labels].sub(scored[VALUE], axis=0).abs().mean()  # each on its own rows
+    board = []
     for label in labels:
         steps = sorted(h for h, c in selected.items() if c == label)
-        if steps:
-            reason = f"kept for steps {_ranges(steps)}: lowest validation MAE there"
+        cells_won = sorted(f"h{h} {k}" for (h, k), c in selected_by_day.items() if c == label)
+        if label not in eligible:
+            reason = (
+                f"dropped: no forecast for {missing[label]:.0%} of the validation targets "
+                "(too little history a season back)"
+            )
+        elif steps or cells_won:
+            reason = "kept" + (f" for steps {_ranges(steps)}" if steps else "")
+            if cells_won:
+                reason += f"; by day type: {len(cells_won)} cell(s), e.g. {cells_won[0]}"
         else:
             reason = f"dropped: never the lowest validation MAE (overall {overall[label]:.4g})"
-        rows.append(
+        mae = overall.get(label, own[label])
+        board.append(
             {
                 "model": label,
-                "validation_mae": float(overall[label]),
-                "skill_vs_best_baseline": float(1 - overall[label] / best_base)
-                if best_base > 0
-                else np.nan,
+                "validation_mae": float(mae),
+                "skill_vs_best_baseline": float(1 - mae / best_base) if best_base > 0 else np.nan,
                 "steps": _ranges(steps),
-                "nan_filled": filled.get(label, 0),
+                "day_type_cells": len(cells_won),
+                "missing_share": float(missing[label]),
+                "rows_compared": int(common.sum()),
                 "reason": reason,
-                **{f"mae_h{h}": float(by_step.loc[h, label]) for h in by_step.index},
+                **{
+                    f"mae_h{h}": float(by_step.loc[h, label]) if label in eligible else np.nan
+                    for h in by_step.index
+                },
             }
         )
-    board = pd.DataFrame(rows).sort_values("validation_mae", ignore_index=True)
-    return selected, board
+    board = pd.DataFrame(board).sort_values("validation_mae", ignore_index=True)
+    return selected, selected_by_day, board
+
+
+def _crosses_day_type(key: str) -> bool:
+    today, yesterday = str(key).split("<-") if "<-" in str(key) else (key, key)
+    return today != yesterday
+
+
+def _one_day_back(label: str) -> bool:
+    """Candidates whose forecast leans on the same slot one day earlier."""
+    return label in ("seasonal_naive_day", "lightgbm_seasonal")
+
+
+def _pick(mae: pd.Series) -> str:
+    """Lowest MAE; a learned candidate must beat the best baseline by LEARNED_MARGIN."""
+    base = mae[[c for c in mae.index if not c.startswith("lightgbm")]]
+    if base.empty:
+        return str(mae.idxmin())
+    best = str(mae.idxmin())
+    if best.startswith("lightgbm") and mae[best] > (1 - LEARNED_MARGIN) * base.min():
+        return str(base.idxmin())
+    return best
 
 
 def _ranges(steps: list[int]) -> str:
