@@ -42,7 +42,7 @@ def test_detects_operating_hours_and_reports_them():
     assert "71 of 96" in cal.describe()
 
 
-def test_always_open_data_has_no_closed_slots(sample_sz_taxi=None):
+def test_always_open_data_has_no_closed_slots():
     idx = pd.date_range("2024-01-01", periods=4 * 96, freq="15min")
     df = pd.DataFrame({"series_id": "a", "timestamp": idx, "value": np.arange(len(idx)) + 1.0})
     assert not detect_calendar(df, "15min").has_closed

@@ -35,6 +35,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from citybrain_ml.data.grid import Boundary, GridSpec, _period_codes, boundary_grid, events_to_grid
+from citybrain_ml.data.io import file_stem
 from citybrain_ml.data.paths import resolve_root
 from citybrain_ml.data.schema import TIMESTAMP, SeriesDataset
 from citybrain_ml.data.validation import DataValidationError
@@ -708,8 +709,4 @@ def _attach_mask(ds: SeriesDataset, events: pd.DataFrame, area, boundary: str) -
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in CSV_SUFFIXES + PARQUET_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return file_stem(path, CSV_SUFFIXES + PARQUET_SUFFIXES)

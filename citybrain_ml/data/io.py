@@ -166,3 +166,12 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_stem(path: Path, suffixes) -> str:
+    """File name without the first matching (possibly double) suffix: ``a.csv.gz`` -> ``a``."""
+    name = Path(path).name
+    for suffix in suffixes:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem

@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from citybrain_ml.data.adjacency import STATION_SEPARATOR, expand_station_graph, read_adjacency
+from citybrain_ml.data.io import file_stem
 from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, VALUE, SeriesDataset
 from citybrain_ml.data.validation import (
     MAX_REPORTED,
@@ -572,11 +573,7 @@ def _show(value) -> str:
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in CSV_SUFFIXES + PARQUET_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return file_stem(path, CSV_SUFFIXES + PARQUET_SUFFIXES)
 
 
 def _read(path: Path) -> pd.DataFrame:

@@ -215,20 +215,17 @@ class AutoForecaster(Forecaster):
         eligible = [d for d in days[::-1] if d - days[0] >= pd.Timedelta(days=MIN_TRAIN_DAYS)]
         n_series = max(df[SERIES_ID].nunique(), 1)
         per_day_rows = n_series * max(len(times) / max(len(days), 1), 1)
-        self._n_days = max(
-            int(self.validation_days), int(np.ceil(MIN_VALIDATION_ROWS / per_day_rows))
-        )
-        chosen, fallback = self._match_days(eligible or [days[-1]], want)
+        n_days = max(int(self.validation_days), int(np.ceil(MIN_VALIDATION_ROWS / per_day_rows)))
+        chosen, fallback = self._match_days(eligible or [days[-1]], want, n_days)
         if fallback:
             self._fallback("validation_day_type_unmatched", 1, fallback)
         origins = times[times.normalize().isin(chosen)]
         info = {"days": [str(d.date()) for d in sorted(chosen)], "day_type": want}
         return self._thin(origins, {**info, "fallback": fallback})
 
-    def _match_days(self, eligible: list, want: str) -> tuple[list, str]:
+    def _match_days(self, eligible: list, want: str, n: int) -> tuple[list, str]:
         """Most recent days with the forecast day's key; else the same 'same type as the day
         before' relation (what a one-day seasonal naive depends on); else the last day."""
-        n = int(getattr(self, "_n_days", self.validation_days))
         exact = [d for d in eligible if self._day_key(d) == want][:n]
         if exact:
             return exact, ""

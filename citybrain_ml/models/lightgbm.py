@@ -216,6 +216,8 @@ class LightGBMForecaster(Forecaster):
       calls each booster once; it gives the same numbers as ``predict`` per origin.
     """
 
+    service_aware = True
+
     def __init__(
         self,
         horizon: int = 12,
@@ -764,8 +766,6 @@ class LightGBMForecaster(Forecaster):
         panel = self._panel(df, grid, upto=int(rows.min()) + 1)
         t_idx, n_idx = self._origin_rows(panel, rows)
         return self._forecast(panel, t_idx, n_idx, horizon, covariates)
-
-    service_aware = True
 
     def _check_horizon(self, horizon: int) -> None:
         if horizon > int(self.horizon):
