@@ -46,3 +46,23 @@ def make_series(n_series: int = 3, n_steps: int = 24 * 21, freq: str = "h", seed
 @pytest.fixture
 def hourly_df() -> pd.DataFrame:
     return make_series()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local[2] Spark session; skips with the reason where pyspark or Java is missing."""
+    from citybrain_ml.spark.session import SparkUnavailable, get_spark
+
+    try:
+        session = get_spark(
+            "local[2]",
+            app_name="citybrain-tests",
+            conf={
+                "spark.sql.shuffle.partitions": "4",
+                "spark.default.parallelism": "2",
+            },
+        )
+    except SparkUnavailable as exc:
+        pytest.skip(str(exc))
+    yield session
+    session.stop()

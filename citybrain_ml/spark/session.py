@@ -1,0 +1,67 @@
+"""One place that finds or starts the Spark session (master from argument, env, or local)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+DEFAULT_MASTER = "local[*]"
+MASTER_ENV = "CITYBRAIN_SPARK_MASTER"
+
+
+class SparkUnavailable(ImportError):
+    """pyspark or Java is missing; the message says how to install them."""
+
+
+def check_spark() -> None:
+    """Raise :class:`SparkUnavailable` with an install hint when Spark cannot start here."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        raise SparkUnavailable("the Spark engine needs pyspark: pip install -e '.[spark]'") from exc
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise SparkUnavailable(
+            "Spark needs Java 17+: install it (Debian: apt-get install openjdk-17-jre-headless) "
+            "or set JAVA_HOME"
+        )
+
+
+def get_spark(master: str | None = None, app_name: str = "citybrain", conf: dict | None = None):
+    """Return the active Spark session, or start one.
+
+    Under ``spark-submit`` (or on Databricks) a session already exists and is returned as it
+    is, so the cluster's master and settings win. Otherwise a session is started on
+    ``master``, else ``$CITYBRAIN_SPARK_MASTER``, else ``local[*]``.
+
+    Parameters
+    ----------
+    master : str, optional
+        Spark master URL, e.g. ``local[2]``, ``yarn``, ``k8s://...``.
+    app_name : str
+        Application name shown in the Spark UI.
+    conf : dict, optional
+        Extra Spark settings for a newly started session.
+
+    Returns
+    -------
+    pyspark.sql.SparkSession
+    """
+    check_spark()
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(app_name).master(
+        master or os.environ.get(MASTER_ENV) or DEFAULT_MASTER
+    )
+    settings = {
+        # Arrow moves pandas frames to and from the JVM without row-by-row pickling
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "false",
+        **(conf or {}),
+    }
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
