@@ -281,7 +281,7 @@ def staging_dir(target: Path) -> Path:
 
 
 def _folder_record(event: str, folder: Path, replaced: str | None = None) -> dict:
-    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    files = {name: sha256_file(folder / name) for name in folder_files(folder)}
     return {
         "event": event,
         "folder": folder.name,
@@ -289,6 +289,13 @@ def _folder_record(event: str, folder: Path, replaced: str | None = None) -> dic
         "files": {k: v for k, v in files.items() if k != MANIFEST},
         "replaced_manifest_sha256": replaced,
     }
+
+
+def folder_files(folder: Path) -> list[str]:
+    """Every file under ``folder``, ``/``-separated relative paths, sorted: the flat
+    single-process layout, or part files inside ``forecast.parquet/`` (Spark engine)."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    return [p.relative_to(folder).as_posix() for p in files]
 
 
 def adopt_existing(job_dir: Path) -> list[Entry]:
@@ -310,10 +317,11 @@ def swap_in(staging: Path, target: Path) -> Entry:
     new renamed in) -> ledger entry (the commit point) -> anchor -> old deleted.
     """
     job_dir = target.parent
-    for p in staging.iterdir():
-        with open(p, "rb+") as fh:
+    for name in folder_files(staging):
+        with open(staging / name, "rb+") as fh:
             os.fsync(fh.fileno())
-    _fsync_dir(staging)
+    for sub in [p for p in staging.rglob("*") if p.is_dir()] + [staging]:
+        _fsync_dir(sub)
     adopt_existing(job_dir)
     entries, _ = read_entries(job_dir)
     aside = job_dir / f".{target.name}.replaced"
@@ -645,6 +653,8 @@ def _check_folder(folder: Path, e: Entry, lpath: Path, rep: Report) -> None:
             rep.problems.append(f"{fpath}: missing {where}")
         elif sha256_file(fpath) != digest:
             rep.problems.append(f"{fpath}: content does not match its recorded hash (tampered)")
-    for p in sorted(folder.iterdir()):
-        if p.name not in recorded and p.name != MANIFEST:
-            rep.problems.append(f"{p}: not listed in the manifest or the ledger (added later)")
+    for name in folder_files(folder):
+        if name not in recorded and name != MANIFEST:
+            rep.problems.append(
+                f"{folder / name}: not listed in the manifest or the ledger (added later)"
+            )

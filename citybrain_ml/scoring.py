@@ -28,7 +28,12 @@ from citybrain_ml.data.covariates import forecast_mode, split_future
 from citybrain_ml.data.io import atomic_write_frame, read_frame, sha256_file
 from citybrain_ml.data.schema import SERIES_ID, TIMESTAMP, VALUE
 from citybrain_ml.data.sorted_frames import as_naive_utc as as_of_value
-from citybrain_ml.data.sorted_frames import is_sorted, series_starts, time_values
+from citybrain_ml.data.sorted_frames import (
+    series_starts,
+    sorted_series_starts,
+    take_rows,
+    time_values,
+)
 
 MANIFEST = "manifest.json"
 FORECAST_FILES = ("forecast.parquet", "forecast.csv")
@@ -94,7 +99,7 @@ def run_forecast(
     """
     import mlflow
 
-    from citybrain_ml.data.validation import validate_long
+    from citybrain_ml.data.validation import validate_blocks
     from citybrain_ml.tracking.probe import check_horizon
     from citybrain_ml.tracking.pyfunc import load_forecaster
     from citybrain_ml.tracking.runs import default_tracking_uri
@@ -105,9 +110,10 @@ def run_forecast(
     mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
     from citybrain_ml.data.batch_checks import check_batch_input, first_line
 
-    # line numbers of the file in messages; dead sensors are skipped later, not fatal
-    frame = validate_long(
-        read_frame(data_path),
+    # line numbers of the file in messages; dead sensors are skipped later, not fatal.
+    # Parquet ids are read as sorted categoricals: every per-series check compares codes
+    frame, _, starts = validate_blocks(
+        read_frame(data_path, categorical_ids=True),
         source=str(data_path),
         allow_irregular=True,
         first_row=first_line(data_path),
@@ -116,20 +122,22 @@ def run_forecast(
     check_batch_input(frame, str(data_path), as_of)  # time zone, negatives, clock skew
     # rows after the origin may carry future covariates (e.g. a weather forecast)
     history, future, as_of_ts = split_future(frame, as_of)
+    if len(history) != len(frame):
+        starts = None  # rows after the origin were split off: series bounds change
+    del frame
     timings["load_seconds"] = time.perf_counter() - t0
     pyfunc = load_forecaster(model_uri)
     forecaster = pyfunc.unwrap_python_model().model
     timings["model_load_seconds"] = time.perf_counter() - t0 - timings["load_seconds"]
     t1 = time.perf_counter()
-    history, status = _sorted_status(forecaster, history, as_of_ts)
+    history, status = _sorted_status(forecaster, history, as_of_ts, starts)
     ok = status["reason"].isna().to_numpy()
     usable = status.index[ok].tolist()
     skipped = {str(k): v for k, v in status["reason"][~ok].items()}
     if not usable:
         raise ValueError(f"{data_path}: no series can be forecast at {as_of_ts}: {_fmt(skipped)}")
-    # rows of usable series only (the frame is sorted: one block of rows per series)
-    request = history if ok.all() else history[np.repeat(ok, status["rows"].to_numpy())]
-    request = recent_history(forecaster, request)
+    # the rows the model reads, of usable series only, before any whole-frame copy
+    request = _string_ids(_request(forecaster, history, status, ok))
     timings["check_seconds"] = time.perf_counter() - t1
     levels, warnings = _available_levels(forecaster, levels)
     warnings += _short_history_warnings(forecaster, status[ok])
@@ -138,11 +146,14 @@ def run_forecast(
         params["horizon"] = int(horizon)
     t1 = time.perf_counter()
     if future is not None:
-        request = pd.concat([request, future], ignore_index=True)
+        request = pd.concat([request, _string_ids(future)], ignore_index=True)
+    # through the pyfunc, MLflow's input-schema enforcement included (it sets the dtypes the
+    # published files carry); it checks the trimmed request only, not the whole file
     forecast = pyfunc.predict(request, params=params)
     timings["predict_seconds"] = time.perf_counter() - t1
     extras = {}
     if job_config is not None:
+        history = _string_ids(history)
         forecast, extras = apply_job_config(job_config, forecaster, forecast, history, as_of_ts)
     manifest = {
         "model_uri": model_uri,
@@ -266,13 +277,63 @@ def recent_history(model, history: pd.DataFrame) -> pd.DataFrame:
     return model._trim_history(model._trim_closed_tail(history))
 
 
-def _sorted_status(model, history: pd.DataFrame, as_of) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``history`` sorted by ``(series_id, timestamp)`` and its :func:`series_status`."""
-    if not is_sorted(history):
-        history = history.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
+def _request(model, history: pd.DataFrame, status: pd.DataFrame, ok: np.ndarray) -> pd.DataFrame:
+    """The rows of the usable series in a sorted ``history`` that ``model.predict`` reads.
+
+    For ``bounded_history`` models without closed hours: each usable series' last
+    ``_history_to_keep()`` rows, found from the series bounds in ``status`` (no pass over the
+    whole frame); otherwise the usable series' rows through :func:`recent_history`.
+    """
+    starts, rows = status["start"].to_numpy(), status["rows"].to_numpy()
+    bounded = getattr(model, "bounded_history", False)
+    closed = getattr(model, "_service_calendar", lambda: None)() is not None
+    if not bounded or closed:
+        request = history if ok.all() else history[np.repeat(ok, rows)]
+        return recent_history(model, request)
+    keep = max(int(model._history_to_keep()), 1)
+    counts = np.minimum(rows[ok], keep)
+    first = starts[ok] + rows[ok] - counts
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    positions = np.repeat(first, counts) + offsets
+    return history if len(positions) == len(history) else take_rows(history, positions)
+
+
+def _string_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    """Ids read as categoricals (:func:`~citybrain_ml.data.io.read_frame`) back to strings,
+    so the model sees the frame a plain read gives."""
+    col = frame[SERIES_ID]
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        return frame
+    cats = col.cat.categories
+    if not (isinstance(cats.dtype, pd.StringDtype) and cats.dtype.storage == "pyarrow"):
+        return frame.assign(**{SERIES_ID: col.astype(cats.dtype)})
+    import pyarrow as pa
+
+    # decoded by Arrow from the codes: no Python string per row
+    dictionary = pa.array(cats.array)
+    if isinstance(dictionary, pa.ChunkedArray):
+        dictionary = dictionary.combine_chunks()
+    codes = pa.array(col.cat.codes.to_numpy())
+    strings = pa.DictionaryArray.from_arrays(codes, dictionary).dictionary_decode()
+    ids = pd.Series(pd.array(strings, dtype=cats.dtype), index=frame.index, name=SERIES_ID)
+    return frame.assign(**{SERIES_ID: ids})
+
+
+def _sorted_status(
+    model, history: pd.DataFrame, as_of, starts: np.ndarray | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``history`` sorted by ``(series_id, timestamp)`` and its :func:`series_status`.
+
+    ``starts``: the first row of each series when ``history`` is known to be sorted (as
+    :func:`~citybrain_ml.data.validation.validate_blocks` returns it).
+    """
+    if starts is None:
+        starts = sorted_series_starts(history)
+        if starts is None:
+            history = history.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
+            starts = series_starts(history.reset_index(drop=True))
     history = history.reset_index(drop=True)
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(model.freq_))
-    starts = series_starts(history)
     rows = np.diff(np.append(starts, len(history)))
     ids = history[SERIES_ID].iloc[starts].tolist()
     reason = np.full(len(starts), None, dtype=object)
@@ -298,11 +359,7 @@ def _frequency_reasons(reason, ts, starts, rows, step: pd.Timedelta) -> None:
     """Series whose most common step (ties: the shortest) is not the model's ``step``."""
     if len(ts) < 2:
         return
-    # on_step[i]: the step from row i to row i + 1 stays in the series and equals the model's
-    on_step = np.zeros(len(ts), dtype=bool)
-    on_step[:-1] = np.diff(ts) == step.to_timedelta64()
-    on_step[starts[1:] - 1] = False  # the step from one series' last row into the next
-    hits = np.add.reduceat(on_step, starts)
+    hits = _steps_on(ts, starts, rows, step)  # steps inside each series equal to ``step``
     # more than half the steps at the model's frequency: that is the mode, nothing to check
     suspect = np.flatnonzero((rows > 1) & (2 * hits <= rows - 1) & pd.isna(reason))
     if not len(suspect):
@@ -318,14 +375,40 @@ def _frequency_reasons(reason, ts, starts, rows, step: pd.Timedelta) -> None:
             reason[i] = f"wrong frequency: step {pd.Timedelta(d)}, model expects {step}"
 
 
+def _steps_on(ts, starts, rows, step: pd.Timedelta, chunk: int = 1 << 20) -> np.ndarray:
+    """Per series, how many steps from one row to the next equal ``step``.
+
+    Counted as (steps in the series) - (steps that differ), scanning the timestamps in
+    chunks: only the positions of differing steps (series bounds, gaps) are kept.
+    """
+    unit = np.datetime_data(ts.dtype)[0]
+    ticks = np.timedelta64(step.to_timedelta64()).astype(f"timedelta64[{unit}]")
+    if ticks != step.to_timedelta64():  # not a whole number of the column's unit: none equal
+        return np.zeros(len(starts), dtype=np.int64)
+    t, ticks, n = ts.view(np.int64), int(ticks.view(np.int64)), len(ts)
+    found = [
+        np.flatnonzero(
+            (t[lo + 1 : min(lo + chunk, n - 1) + 1] - t[lo : min(lo + chunk, n - 1)]) != ticks
+        )
+        + lo
+        for lo in range(0, n - 1, chunk)
+    ]
+    odd = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+    series = np.searchsorted(starts, odd, side="right") - 1
+    inside = odd < starts[series] + rows[series] - 1  # not the step into the next series
+    misses = np.bincount(series[inside], minlength=len(starts))
+    return rows - 1 - misses
+
+
 def _staleness_reasons(reason, history, ts, starts, as_of, step: pd.Timedelta) -> None:
     """Series without an observed value at or one step before ``as_of``."""
-    observed = history[VALUE].notna().to_numpy()
+    values = history[VALUE]
     ends = np.append(starts[1:], len(history)) - 1
     # usually each series' last row is observed; search further back only where it is not
-    last = np.where(observed[ends], ends, -1)
+    last = np.where(values.iloc[ends].notna().to_numpy(), ends, -1)
     todo = np.flatnonzero(last < 0)
     if len(todo):
+        observed = values.notna().to_numpy()
         pos = np.where(observed, np.arange(len(history)), -1)
         last[todo] = np.maximum.reduceat(pos, starts)[todo]
     never = last < starts
@@ -351,30 +434,49 @@ def publish(
             atomic_write_frame(forecast, staging / fname, fname.rsplit(".", 1)[1])
         for stem, item in (extras or {}).items():
             _write_extra(item, staging, stem)
-        # one publication at a time per job; a killed one is rolled back first (ledger.py)
-        with ledger.job_lock(target.parent):
-            ledger.recover(target.parent)
-            if target.exists() and _same_forecast(staging, target):
-                # same as-of, same result: the published folder (and manifest) stays as it was
-                return ForecastRun(target, sorted(target.iterdir()), skipped or {}, unchanged=True)
-            if target.exists() and not overwrite:
-                raise OutputExistsError(
-                    f"{target} exists with different content; pass --overwrite to replace it"
-                )
-            manifest = dict(manifest)
-            manifest["files"] = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
-            manifest["previous_manifest_sha256"] = _previous_manifest_hash(target)
-            manifest["ledger"] = {
-                "file": f"../{ledger.LEDGER_DIR}/{target.parent.name}.jsonl",
-                "signed": key is not None,
-                "key_id": ledger.key_id(key) if key else None,
-            }
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-            ledger.swap_in(staging, target)
-        return ForecastRun(target, sorted(target.iterdir()), skipped or {})
+        return commit_staged(staging, manifest, target, overwrite, skipped, key)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def commit_staged(
+    staging: Path, manifest: dict, target: Path, overwrite: bool, skipped=None, key=None, same=None
+) -> ForecastRun:
+    """Publish a filled staging folder (from ``ledger.staging_dir(target)``) as ``target``:
+    idempotence check, manifest with the hash of every file (part files inside sub-folders
+    too, as the Spark engine writes them) and the hash chain, then the ledger swap. The caller
+    removes ``staging`` afterwards. ``same(staging, target)`` decides "unchanged"."""
+    from citybrain_ml import ledger
+
+    same = same or _same_forecast
+    # one publication at a time per job; a killed one is rolled back first (ledger.py)
+    with ledger.job_lock(target.parent):
+        ledger.recover(target.parent)
+        if target.exists() and same(staging, target):
+            # same as-of, same result: the published folder (and manifest) stays as it was
+            return ForecastRun(target, sorted(target.iterdir()), skipped or {}, unchanged=True)
+        if target.exists() and not overwrite:
+            raise OutputExistsError(
+                f"{target} exists with different content; pass --overwrite to replace it"
+            )
+        manifest = dict(manifest)
+        manifest["files"] = staged_hashes(staging)
+        manifest["previous_manifest_sha256"] = _previous_manifest_hash(target)
+        manifest["ledger"] = {
+            "file": f"../{ledger.LEDGER_DIR}/{target.parent.name}.jsonl",
+            "signed": key is not None,
+            "key_id": ledger.key_id(key) if key else None,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        ledger.swap_in(staging, target)
+    return ForecastRun(target, sorted(target.iterdir()), skipped or {})
+
+
+def staged_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` by its ``/``-separated path relative to it."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
 
 
 def _write_extra(item, folder: Path, stem: str) -> None:

@@ -217,3 +217,41 @@ def test_vectorised_checks_match_the_per_series_loop(fixed, order, tz):
     for kind in ("wrong frequency", "missing recent history", "too little history"):
         assert kind in reasons
     assert ("unknown series" in reasons) == fixed
+
+
+# ---------------------------------------------------------------------- one-pass bounds
+@pytest.mark.parametrize("dtype", ["object", "category", "str"])
+def test_sorted_series_starts_match_the_two_pass_checks(dtype):
+    from citybrain_ml.data.sorted_frames import sorted_series_starts
+
+    df = make_series(n_series=4, n_steps=6).astype({"series_id": dtype})
+    assert list(sorted_series_starts(df)) == list(series_starts(df)) == [0, 6, 12, 18]
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        order = rng.permutation(len(df)) if rng.random() < 0.7 else np.arange(len(df))
+        sample = df.iloc[order]
+        starts = sorted_series_starts(sample)
+        assert (starts is not None) == is_sorted(sample)
+        if starts is not None:
+            assert list(starts) == list(series_starts(sample))
+    # a series split in two blocks is not sorted even though each block is
+    split = pd.concat([df.iloc[:3], df.iloc[6:], df.iloc[3:6]])
+    assert sorted_series_starts(split) is None and not is_sorted(split)
+
+
+def test_take_rows_on_chunked_arrow_strings_equals_take(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from citybrain_ml.data.sorted_frames import take_rows
+
+    df = make_series(n_series=5, n_steps=40)
+    path = tmp_path / "h.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=7)
+    read = pd.read_parquet(path)
+    chunks = getattr(read["series_id"].array, "_pa_array", None)
+    pos = tail_mask(read, 9).nonzero()[0]
+    got = take_rows(read, pos)
+    pd.testing.assert_frame_equal(got, read.take(pos).reset_index(drop=True))
+    if chunks is not None:
+        assert chunks.num_chunks > 1  # the chunk-by-chunk path was the one tested

@@ -299,3 +299,43 @@ def test_series_with_less_history_than_the_features_read_is_named_in_the_manifes
     manifest = json.loads((run.folder / "manifest.json").read_text())
     assert any(f"{first} (100 rows)" in w for w in manifest["warnings"])
     assert manifest["series_forecast"] == history["series_id"].nunique()
+
+
+def test_unsorted_parquet_and_csv_publish_the_same_forecast_and_skips(store, tmp_path):
+    """Row order and file format do not change what is published: Parquet ids are read as
+    categoricals and the sorted-aware checks skip re-sorting, but the forecast files and the
+    skipped series with their reasons are those of a sorted CSV."""
+    _, uri, _, _, _, history = store
+    # a model of its own: other tests in this module corrupt the store's two models
+    own = run_train(_job(tmp_path, [{"type": "last_value"}], name="order"), progress=False)
+    ids = sorted(history["series_id"].unique())
+    bad = history[
+        ~(
+            history["series_id"].eq(ids[0])
+            & (history["timestamp"] > history["timestamp"].max() - pd.Timedelta("2h"))
+        )
+    ]
+    bad = bad[~(bad["series_id"].eq(ids[1]) & (bad["timestamp"].dt.minute != 0))]
+    inputs = {
+        "sorted.csv": bad,
+        "sorted.parquet": bad,
+        "shuffled.parquet": bad.sample(frac=1.0, random_state=0),
+        "shuffled.csv": bad.sample(frac=1.0, random_state=1),
+    }
+    published = {}
+    for name, frame in inputs.items():
+        path = tmp_path / name
+        if name.endswith(".csv"):
+            frame.to_csv(path, index=False)
+        else:
+            frame.to_parquet(path, index=False)
+        run = run_forecast(
+            _uri(own), path, tmp_path / name.replace(".", "_"), "sz", tracking_uri=uri
+        )
+        manifest = json.loads((run.folder / "manifest.json").read_text())
+        files = {f: (run.folder / f).read_bytes() for f in ("forecast.csv", "forecast.parquet")}
+        published[name] = (files, manifest["series_skipped"], manifest["input_rows"])
+    reference = published["sorted.csv"]
+    assert set(reference[1]) == {str(ids[0]), str(ids[1])}
+    for name, got in published.items():
+        assert got == reference, name

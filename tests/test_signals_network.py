@@ -280,3 +280,31 @@ def test_never_worse_a_plan_that_rehearsed_worse_is_not_recommended():
     assert not rec.improved
     with pytest.raises(ValueError, match="reserved"):
         recommend_plan(None, {"existing": lambda: _Fake("x")}, [1])
+
+
+def test_a_plan_better_on_the_mean_but_worse_on_one_seed_is_not_recommended():
+    from citybrain_ml.optimize.simulation import SimulationResult, recommend_plan
+
+    # webster wins big on seed 1 and loses on seed 2: the mean alone would pick it
+    delays = {("fixed_time", 1): 100.0, ("fixed_time", 2): 100.0,
+              ("webster", 1): 60.0, ("webster", 2): 104.0,
+              ("webster_cover", 1): 95.0, ("webster_cover", 2): 97.0}  # fmt: skip
+
+    def run(scenario, controller, seed, **kwargs):
+        metrics = {"delay_all_s": delays[(controller.name, seed)]}
+        return SimulationResult("s", controller.name, seed, metrics, pd.DataFrame(), plans=[1])
+
+    cands = {"webster": lambda: _Fake("webster"), "webster_cover": lambda: _Fake("webster_cover")}
+    rec = recommend_plan(None, cands, [1, 2], simulate_fn=run)
+    assert rec.improved and rec.chosen == "webster_cover"  # better on every seed
+    rec = recommend_plan(None, cands, [1, 2], simulate_fn=run, every_seed=False)
+    assert rec.chosen == "webster"
+    rec = recommend_plan(None, cands, [1, 2], simulate_fn=run, min_improvement=0.05)
+    assert not rec.improved and "no seed worse" in rec.message
+
+
+def test_rehearsal_defaults_three_seeds_and_a_margin():
+    from citybrain_ml.optimize.simulation import RehearsalConfig
+
+    cfg = RehearsalConfig()
+    assert cfg.seeds is None and cfg.min_improvement == 0.02 and cfg.every_seed

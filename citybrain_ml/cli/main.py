@@ -129,6 +129,18 @@ def forecast(
         "--progress/--no-progress",
         help="MLflow download bars and library notices (default: only on a terminal).",
     ),
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="local: one process. spark: buckets of series on Spark executors (--data is a "
+        "Parquet file, folder or glob; forecast.parquet/ and forecast.csv/ hold part files).",
+    ),
+    spark_master: str = typer.Option(
+        None,
+        "--spark-master",
+        help="Spark master for --engine spark (default: the spark-submit session, else "
+        "$CITYBRAIN_SPARK_MASTER, else local[*]).",
+    ),
 ):
     """Batch-forecast from a logged model (scheduled jobs): validate the history, forecast the
     series that can be forecast, write forecast.parquet/csv + manifest.json atomically.
@@ -149,6 +161,13 @@ def forecast(
         level_list = parse_levels(levels)
         check_horizon(horizon)
         check_as_of(as_of)
+        if engine not in ("local", "spark"):
+            raise ValueError(f"--engine must be 'local' or 'spark', got {engine!r}")
+        if engine == "spark" and config is not None:
+            raise ValueError(
+                "--config (decisions, privacy) needs the whole history in one process: "
+                "use --engine local"
+            )
     except ValueError as exc:
         _fail(exc, 2)
     if config is not None:  # the job config is checked before the data and the model
@@ -156,8 +175,7 @@ def forecast(
 
         _run(load_config, config)
     _run(probe_tracking, tracking_uri)  # a dead server: one line within seconds
-    res = _run(
-        run_forecast,
+    common = dict(
         model_uri=model,
         data_path=data,
         out_dir=out,
@@ -167,8 +185,13 @@ def forecast(
         levels=level_list,
         tracking_uri=tracking_uri,
         overwrite=overwrite,
-        job_config=config,
     )
+    if engine == "spark":
+        from citybrain_ml.spark.forecast import run_spark_forecast
+
+        res = _run(run_spark_forecast, master=spark_master, **common)
+    else:
+        res = _run(run_forecast, job_config=config, **common)
     state = "unchanged (same as-of, same result)" if res.unchanged else "written"
     typer.echo(f"{res.folder}: {state}")
     for note in res.warnings:

@@ -54,12 +54,13 @@ def check_batch_input(
             "drop the offset first (pandas: .dt.tz_convert(<zone>).dt.tz_localize(None))"
         )
     values = frame[VALUE].to_numpy(dtype=float)
-    if len(values) and np.isnan(values).all():
+    if len(values) and np.isnan(np.fmax.reduce(values)):  # fmax skips NaN: all NaN
         raise DataValidationError(
             f"{source}: column 'value' is missing (empty/NaN) in every row; there is no "
             "history to forecast from"
         )
-    negative_rows = np.flatnonzero(values < 0)
+    lowest = np.fmin.reduce(values) if len(values) else np.nan
+    negative_rows = np.flatnonzero(values < 0) if lowest < 0 else np.zeros(0, dtype=np.int64)
     if len(negative_rows) and negative != "allow":
         shown = _describe(frame, negative_rows)
         msg = (
@@ -72,8 +73,9 @@ def check_batch_input(
         warnings.append(msg)
     if as_of is None:
         now = pd.Timestamp.now() if now is None else pd.Timestamp(now)
-        observed = frame[VALUE].notna().to_numpy()
-        ahead = np.flatnonzero(observed & (ts > now + clock_tolerance).to_numpy())
+        late = len(ts) and ts.max() > now + clock_tolerance  # one reduction in the usual case
+        observed = frame[VALUE].notna().to_numpy() if late else None
+        ahead = np.flatnonzero(observed & (ts > now + clock_tolerance).to_numpy()) if late else []
         if len(ahead):
             latest = ts.iloc[ahead].max()
             raise DataValidationError(

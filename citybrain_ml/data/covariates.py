@@ -32,10 +32,12 @@ def covariate_names(frame: pd.DataFrame) -> list[str]:
 
 def last_observed(frame: pd.DataFrame) -> pd.Timestamp:
     """Latest timestamp with an observed target: the default forecast origin."""
-    observed = frame.loc[frame[VALUE].notna(), TIMESTAMP]
-    if observed.empty:
+    observed = frame[VALUE].notna().to_numpy()
+    if not observed.any():
         raise DataValidationError("history has no observed values (every value is missing)")
-    return pd.Timestamp(observed.max())
+    if observed.all():  # the usual case: no copy of a city-scale timestamp column
+        return pd.Timestamp(frame[TIMESTAMP].max())
+    return pd.Timestamp(frame.loc[observed, TIMESTAMP].max())
 
 
 def split_future(
@@ -58,9 +60,11 @@ def split_future(
     """
     origin = pd.Timestamp(as_of) if as_of else last_observed(frame)
     later = frame[TIMESTAMP] > origin
+    if not later.any():  # nothing after the origin: the frame itself, not a copy
+        return frame.reset_index(drop=True), None, origin
     history = frame[~later].reset_index(drop=True)
     names = covariate_names(frame)
-    if not names or not later.any():
+    if not names:
         return history, None, origin
     future = frame.loc[later, [SERIES_ID, TIMESTAMP, *names]].reset_index(drop=True)
     return history, future, origin

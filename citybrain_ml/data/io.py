@@ -10,6 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from citybrain_ml.data.validation import DataValidationError
@@ -38,7 +39,7 @@ def atomic_write_text(text: str, path: str | Path) -> Path:
 def frame_bytes(df: pd.DataFrame, fmt: str) -> bytes:
     """Serialise deterministically (same frame -> same bytes) as ``parquet`` or ``csv``."""
     if fmt == "csv":
-        return df.to_csv(index=False).encode("utf-8")
+        return _csv_bytes(df)
     if fmt == "parquet":
         import io
 
@@ -46,6 +47,39 @@ def frame_bytes(df: pd.DataFrame, fmt: str) -> bytes:
         df.to_parquet(buf, index=False, engine="pyarrow")
         return buf.getvalue()
     raise ValueError(f"unknown output format {fmt!r}; use parquet or csv")
+
+
+def _csv_bytes(df: pd.DataFrame) -> bytes:
+    """``df.to_csv(index=False)`` as UTF-8, byte for byte, with timestamps formatted once.
+
+    pandas formats every row of a datetime column on its own; a forecast frame holds few
+    distinct timestamps (origins x horizon steps), so each distinct value is formatted once
+    and mapped to its rows. The distinct values are formatted by pandas itself, as a column:
+    its format choice (date only, seconds, sub-second digits, UTC offset) depends only on
+    the set of values, so every string equals the one the whole column would get. NaT is
+    written as pandas' ``na_rep`` (empty). Other columns (floats included) are left to
+    pandas. Identity is tested in ``tests/test_publish_format.py``.
+    """
+    out = None
+    if df.columns.is_unique:
+        for name in df.columns:
+            col = df[name]
+            dtype = col.dtype
+            if not (isinstance(dtype, pd.DatetimeTZDtype) or getattr(dtype, "kind", "") == "M"):
+                continue
+            codes, uniques = pd.factorize(col)
+            if 4 * len(uniques) > len(col):
+                continue  # mostly distinct: formatting them once saves nothing
+            lines = (
+                pd.DataFrame({"t": uniques, "k": 0})
+                .to_csv(index=False, header=False, lineterminator="\n")
+                .splitlines()
+            )
+            text = np.array([line.rsplit(",", 1)[0] for line in lines] + [""], dtype=object)
+            if out is None:
+                out = df.copy(deep=False)
+            out[name] = pd.Series(text[codes], index=df.index, dtype=object)  # -1 (NaT) -> ""
+    return (df if out is None else out).to_csv(index=False).encode("utf-8")
 
 
 def atomic_write_frame(df: pd.DataFrame, path: str | Path, fmt: str | None = None) -> Path:
@@ -65,12 +99,20 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".tsv", ".
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-def read_frame(path: str | Path, require_rows: bool = True) -> pd.DataFrame:
+def read_frame(
+    path: str | Path, require_rows: bool = True, categorical_ids: bool = False
+) -> pd.DataFrame:
     """Read a CSV (optionally compressed) or Parquet file by its suffix.
 
     Every failure is a :class:`FileNotFoundError` or an :class:`InputFileError` naming the
     file (and the line, for CSV): empty file, header without rows (``require_rows``),
     truncated gzip or Parquet, bytes that are not UTF-8, malformed CSV lines.
+
+    ``categorical_ids``: read a Parquet file's string ``series_id`` column as a categorical
+    whose categories are in sorted order (Parquet stores it dictionary-encoded: no string per
+    row is built, and per-series checks compare integer codes). The frame sorts as with
+    string ids; ``ids.astype(ids.cat.categories.dtype)`` gives the strings back. CSV files
+    are read as usual.
     """
     path = Path(path)
     if path.is_dir():
@@ -81,7 +123,10 @@ def read_frame(path: str | Path, require_rows: bool = True) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise InputFileError(f"{path}: the file is empty (0 bytes); expected a header line")
     if name.endswith(PARQUET_SUFFIXES):
-        df = read_parquet_checked(path)
+        if categorical_ids:
+            df = _read_parquet_lean(path)
+        else:
+            df = read_parquet_checked(path)
     elif name.endswith(CSV_SUFFIXES):
         df = read_csv_checked(path, sep="\t" if name.endswith(".tsv") else ",")
     else:
@@ -136,6 +181,48 @@ def read_parquet_checked(path: str | Path, **kwargs) -> pd.DataFrame:
             f"{path}: not a readable Parquet file ({reason}); it may be truncated (copied while "
             "being written) or not Parquet at all -- fetch or export it again"
         ) from None
+
+
+def _read_parquet_lean(path: Path) -> pd.DataFrame:
+    """Parquet with its string ids read as sorted categoricals (from the file's dictionary
+    encoding: one string per series instead of one per row)."""
+    options = _dictionary_ids(path)
+    df = read_parquet_checked(path, **options)
+    return _sorted_categories(df) if "read_dictionary" in options else df
+
+
+def _dictionary_ids(path: Path) -> dict:
+    """``read_dictionary`` for a Parquet file whose ``series_id`` column holds strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from citybrain_ml.data.schema import SERIES_ID
+
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError):
+        return {}  # read_parquet_checked names the problem
+    if SERIES_ID not in schema.names:
+        return {}
+    kind = schema.field(SERIES_ID).type
+    return (
+        {"read_dictionary": [SERIES_ID]}
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        else {}
+    )
+
+
+def _sorted_categories(df: pd.DataFrame) -> pd.DataFrame:
+    """Categorical ``series_id`` with its categories sorted, so codes order as the strings."""
+    from citybrain_ml.data.schema import SERIES_ID
+
+    col = df.get(SERIES_ID)
+    if col is None or not isinstance(col.dtype, pd.CategoricalDtype):
+        return df
+    cats = col.cat.categories
+    if not cats.is_monotonic_increasing:
+        df[SERIES_ID] = col.cat.reorder_categories(cats.sort_values())
+    return df
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:

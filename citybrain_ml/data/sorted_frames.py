@@ -46,6 +46,43 @@ def is_sorted(df: pd.DataFrame) -> bool:
     return bool(_differ_at(ids, back).all())
 
 
+def sorted_series_starts(df: pd.DataFrame) -> np.ndarray | None:
+    """:func:`series_starts` when ``df`` is sorted by ``(series_id, timestamp)``, else None.
+
+    One comparison of neighbouring ids (``!=``) finds the series boundaries; the ids are then
+    in order when each boundary steps up, which needs the ids at the boundaries only --
+    ``is_sorted`` then ``series_starts`` would compare every id three times. Ties in time
+    are allowed, as in :func:`is_sorted`.
+    """
+    n = len(df)
+    if n < 2:
+        return np.zeros(min(n, 1), dtype=np.int64)
+    try:
+        ids = _comparable(df[SERIES_ID])
+        change = _lag_compare(ids, 1, "not_equal")
+        bounds = np.flatnonzero(change)
+        if len(bounds) and not np.all(_at(ids, bounds + 1) > _at(ids, bounds)):
+            return None
+    except (TypeError, ValueError):
+        return None
+    ts = _time_ints(df[TIMESTAMP])
+    back = np.flatnonzero(ts[1:] < ts[:-1])  # a step back in time: only where a series starts
+    if len(back) and not change[back].all():
+        return None
+    return np.concatenate([[0], bounds + 1]).astype(np.int64)
+
+
+def take_rows(df: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """``df.take(positions).reset_index(drop=True)`` for ascending ``positions``.
+
+    Arrow-backed string columns of a file read in many row groups are chunked; Arrow's take
+    on a chunked column first joins every chunk (a copy of the whole column), so those are
+    taken chunk by chunk here.
+    """
+    out = df.take(positions) if not _chunked_strings(df) else _take_chunked(df, positions)
+    return out.reset_index(drop=True)
+
+
 def series_starts(df: pd.DataFrame) -> np.ndarray:
     """First row of each series in a frame sorted by series (ascending, ``int64``)."""
     if len(df) == 0:
@@ -141,6 +178,57 @@ def _differ_at(ids, pos: np.ndarray) -> np.ndarray:
 
     later, earlier = ids.take(pa.array(pos + 1)), ids.take(pa.array(pos))
     return pc.not_equal(later, earlier).fill_null(True).to_numpy(zero_copy_only=False)
+
+
+def _at(ids, pos: np.ndarray) -> np.ndarray:
+    """``ids[pos]`` for a few ascending positions, as a NumPy array (comparable with ``>``)."""
+    if isinstance(ids, np.ndarray):
+        return ids[pos]
+    return np.asarray(_take_arrow(ids, pos).to_numpy(zero_copy_only=False))
+
+
+def _take_arrow(arr, pos: np.ndarray):
+    """``arr.take(pos)`` for ascending ``pos``, chunk by chunk for a chunked array."""
+    import pyarrow as pa
+
+    if not isinstance(arr, pa.ChunkedArray):
+        return arr.take(pa.array(pos))
+    lengths = np.array([len(c) for c in arr.chunks], dtype=np.int64)
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    cuts = np.searchsorted(pos, bounds)
+    parts = [
+        arr.chunk(j).take(pa.array(pos[cuts[j] : cuts[j + 1]] - bounds[j]))
+        for j in range(len(lengths))
+        if cuts[j + 1] > cuts[j]
+    ]
+    return pa.chunked_array(parts, type=arr.type)
+
+
+def _chunked_strings(df: pd.DataFrame) -> list[str]:
+    """Columns held as chunked Arrow arrays with more than one chunk."""
+    out = []
+    for name, col in df.items():
+        values = getattr(col.array, "_pa_array", None)
+        if values is not None and getattr(values, "num_chunks", 1) > 1:
+            out.append(name)
+    return out
+
+
+def _take_chunked(df: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    chunked = _chunked_strings(df)
+    out = df.drop(columns=chunked).take(positions)
+    data = {}
+    for name in df.columns:
+        if name in chunked:
+            arr = df[name].array
+            try:
+                data[name] = type(arr)(_take_arrow(arr._pa_array, positions), dtype=arr.dtype)
+            except TypeError:  # an Arrow-backed array whose constructor takes no dtype
+                data[name] = type(arr)(_take_arrow(arr._pa_array, positions))
+        else:
+            data[name] = out[name]
+    index = out.index
+    return pd.DataFrame({k: pd.Series(v, index=index) for k, v in data.items()}, index=index)
 
 
 def _time_ints(col: pd.Series) -> np.ndarray:

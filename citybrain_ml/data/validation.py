@@ -87,6 +87,29 @@ def validate_frame(
     allow_empty_series: bool = False,
 ) -> tuple[pd.DataFrame, str]:
     """As :func:`validate_long`, but also return the (given or inferred) frequency."""
+    frame, freq, _ = validate_blocks(
+        df, source, freq, missing_value, allow_irregular, first_row, allow_empty_series
+    )
+    return frame, freq
+
+
+def validate_blocks(
+    df: pd.DataFrame,
+    source: str = "<frame>",
+    freq: str | None = None,
+    missing_value: float | None = None,
+    allow_irregular: bool = False,
+    first_row: int | None = 1,
+    allow_empty_series: bool = False,
+) -> tuple[pd.DataFrame, str, np.ndarray]:
+    """As :func:`validate_frame`, plus the first row of each series in the returned frame.
+
+    Sorted-aware: a frame already ordered by ``(series_id, timestamp)`` is not re-sorted or
+    copied, and every per-series check (duplicates, frequency, grid, gaps, empty series)
+    compares neighbouring rows inside the series blocks -- no hashing of the ids, no
+    ``groupby`` -- so a city-scale file costs a few NumPy passes. The errors are those of the
+    hash/groupby checks they replace (same rows named, same order).
+    """
     _check_columns(df, source)
     # index == original position from here on, so sorted rows still know where they came from
     df = df.reset_index(drop=True)
@@ -97,17 +120,21 @@ def validate_frame(
     _check_finite(df, rows)
     if missing_value is not None:
         df.loc[df[VALUE] == missing_value, VALUE] = np.nan
-    _check_duplicates(df, rows)
-    df = df.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
-    freq = freq or _infer_freq(df, source)
+    df, starts = _sorted_with_starts(df, rows)
+    blocks = _Blocks(df, starts)
+    _check_duplicates_sorted(df, blocks, rows)
+    freq = freq or _infer_freq_sorted(blocks, source)
     if not allow_irregular:
-        _check_grid(df, freq, rows)
-        _check_gap_growth(df, freq, rows)
-        df = _reindex_gaps(df, freq)
+        _check_grid_sorted(df, blocks, freq, rows)
+        _check_gap_growth_sorted(df, blocks, freq, rows)
+        df, starts = _reindex_gaps_sorted(df, blocks, freq)
+        blocks = _Blocks(df, starts)
     if not allow_empty_series:
-        _check_all_nan(df, source)
+        _check_all_nan_sorted(df, blocks, source)
     columns = [SERIES_ID, TIMESTAMP, VALUE] + [c for c in df.columns if c not in _LONG]
-    return df[columns].reset_index(drop=True), freq
+    if list(df.columns) != columns:
+        df = df[columns]
+    return df.reset_index(drop=True), freq, starts
 
 
 def validate_dataset(ds: SeriesDataset, service_hours: str | None = None) -> SeriesDataset:
@@ -273,7 +300,12 @@ def _parse_values(df: pd.DataFrame, rows: _RowNamer) -> pd.Series:
 
 def _check_finite(df: pd.DataFrame, rows: _RowNamer) -> None:
     """``inf``/``-inf`` are never readings: refuse them (use NaN or empty for missing)."""
-    bad = np.flatnonzero(np.isinf(df[VALUE].to_numpy(dtype=float)))
+    values = df[VALUE].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # two reductions without a temporary column (fmax/fmin skip NaN)
+        if not len(values) or np.isfinite(np.fmax.reduce(values) - np.fmin.reduce(values)):
+            return
+    bad = np.flatnonzero(np.isinf(values))
     if len(bad):
         shown = ", ".join(
             f"{rows.describe(df, [p])}: {df[VALUE].iat[p]}" for p in bad[:MAX_REPORTED]
@@ -387,6 +419,229 @@ def _check_all_nan(df: pd.DataFrame, source: str) -> None:
             f"{source}: column 'value' is entirely missing (NaN) for {len(empty)} series: "
             f"{empty[:MAX_REPORTED]}. Drop them or check the missing_value sentinel."
         )
+
+
+# ---------------------------------------------------------------------- sorted-aware checks
+class _Blocks:
+    """Series blocks of a frame sorted by ``(series_id, timestamp)``: starts, ends, steps.
+
+    Steps (``ts[i + 1] - ts[i]`` inside a series, in the column's time unit) are compared
+    with a candidate step in chunks: what is kept are the few positions whose step differs
+    (gaps, duplicates, irregular rows), not a step per row.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, df: pd.DataFrame, starts: np.ndarray):
+        from citybrain_ml.data.sorted_frames import time_values
+
+        self.n = len(df)
+        self.starts = starts
+        self.ends = np.append(starts[1:], self.n)[: len(starts)] - 1  # last row of each series
+        self.sizes = self.ends - starts + 1
+        self.ts = time_values(df[TIMESTAMP])  # naive UTC: steps as the zone-aware ones
+        self.t = self.ts.view(np.int64)  # no NaT here: unparseable timestamps were refused
+        self.unit = np.datetime_data(self.ts.dtype)[0]
+        self.inner_total = self.n - len(starts)  # steps inside a series
+        self._odd = {}
+
+    def step_at(self, pos: np.ndarray) -> np.ndarray:
+        """Steps from rows ``pos`` to ``pos + 1`` (int64, the column's unit)."""
+        return self.t[pos + 1] - self.t[pos]
+
+    def odd(self, step: int) -> np.ndarray:
+        """Ascending positions ``i`` inside a series whose step to ``i + 1`` is not ``step``."""
+        if step not in self._odd:
+            t, found = self.t, []
+            for lo in range(0, max(self.n - 1, 0), self.CHUNK):
+                hi = min(lo + self.CHUNK, self.n - 1)
+                found.append(np.flatnonzero((t[lo + 1 : hi + 1] - t[lo:hi]) != step) + lo)
+            pos = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+            self._odd[step] = pos[~self.at_boundary(pos)]
+        return self._odd[step]
+
+    def at_boundary(self, pos: np.ndarray) -> np.ndarray:
+        """Whether position ``i`` is the last row of its series (its step leaves the series)."""
+        last = self.ends[:-1]  # the last series' end has no step
+        if not len(last):
+            return np.zeros(len(pos), dtype=bool)
+        k = np.minimum(np.searchsorted(last, pos), len(last) - 1)
+        return last[k] == pos
+
+    def all_steps(self) -> np.ndarray:
+        """Every step inside a series (int64; a whole-frame array, for the rare slow paths)."""
+        steps = np.diff(self.t)
+        inner = np.ones(len(steps), dtype=bool)
+        inner[self.ends[:-1]] = False
+        return steps[inner]
+
+    def guess(self) -> int | None:
+        """The most common step in an even sample of the steps (ties: the shortest)."""
+        if self.inner_total == 0:
+            return None
+        stride = max(1, (self.n - 1) // 4096)
+        pos = np.arange(0, self.n - 1, stride)
+        pos = pos[~self.at_boundary(pos)]
+        if not len(pos):
+            return int(self.all_steps()[0])
+        vals, counts = np.unique(self.step_at(pos), return_counts=True)
+        return int(vals[np.argmax(counts)])
+
+    def ticks(self, step: pd.Timedelta) -> int | None:
+        """``step`` in the column's time unit, or None when it is not a whole number of them."""
+        value = np.timedelta64(step.to_timedelta64()).astype(f"timedelta64[{self.unit}]")
+        if value != step.to_timedelta64():
+            return None
+        return int(value.view(np.int64))
+
+    def timedelta(self, ticks) -> pd.Timedelta:
+        return pd.Timedelta(np.timedelta64(int(ticks), self.unit))
+
+
+def _sorted_with_starts(df: pd.DataFrame, rows: _RowNamer) -> tuple[pd.DataFrame, np.ndarray]:
+    """``df`` sorted by ``(series_id, timestamp)`` (stable; not copied when already sorted)
+    and the first row of each series."""
+    from citybrain_ml.data.sorted_frames import series_starts, sorted_series_starts
+
+    starts = sorted_series_starts(df)
+    if starts is not None:
+        return df, starts
+    try:
+        df = df.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
+    except TypeError:
+        # ids that do not compare (mixed types): duplicates are still named first
+        _check_duplicates(df, rows)
+        raise
+    return df, series_starts(df)
+
+
+def _check_duplicates_sorted(df: pd.DataFrame, b: _Blocks, rows: _RowNamer) -> None:
+    """As :func:`_check_duplicates` (``duplicated(keep=False)``), from neighbouring rows."""
+    if b.inner_total == 0:
+        return
+    guess = b.guess()
+    if guess:  # a zero step is one of the steps that differ from the common one
+        pos = b.odd(guess)
+        pair = pos[b.step_at(pos) == 0]
+    else:  # duplicates everywhere: scan for zero steps directly
+        pos = b.odd(0)
+        inner = np.flatnonzero(~b.at_boundary(np.arange(b.n - 1)))
+        pair = np.setdiff1d(inner, pos, assume_unique=True)
+    if not len(pair):
+        return
+    dup = np.zeros(b.n, dtype=bool)
+    dup[pair] = True  # rows i and i + 1 share (series, time)
+    dup[pair + 1] = True
+    positions = np.sort(df.index.to_numpy()[dup])  # original rows, in file order
+    raise DataValidationError(
+        f"{rows.source}: {int(dup.sum())} rows share a (series_id, timestamp) with another "
+        f"row: {rows.describe(df, positions)}. Aggregate or drop duplicates first."
+    )
+
+
+def _infer_freq_sorted(b: _Blocks, source: str) -> str:
+    """As :func:`_infer_freq` (most common step inside the series, ties: the shortest)."""
+    if b.inner_total == 0:
+        raise DataValidationError(
+            f"{source}: cannot infer the frequency (every series has a single timestamp); "
+            "pass freq="
+        )
+    # steps inside series are all > 0 once duplicates are refused; a candidate from a sample
+    # that more than half of all steps equal is the mode
+    mode = b.guess()
+    if 2 * (b.inner_total - len(b.odd(mode))) <= b.inner_total:
+        vals, counts = np.unique(b.all_steps(), return_counts=True)
+        mode = int(vals[np.argmax(counts)])  # np.unique sorts: ties go to the shortest
+    return pd.tseries.frequencies.to_offset(b.timedelta(mode)).freqstr
+
+
+def _check_grid_sorted(df: pd.DataFrame, b: _Blocks, freq: str, rows: _RowNamer) -> None:
+    """As :func:`_check_grid`: every step inside a series a whole multiple of ``freq``."""
+    step = _fixed_step(freq)
+    ticks = None if step is None else b.ticks(step)
+    if ticks is None or ticks == 0:
+        _check_grid(df, freq, rows)
+        return
+    if b.inner_total == 0:
+        return
+    # steps of exactly one ``freq`` are on the grid: the modulo runs on the others only
+    other = b.odd(ticks)
+    off = other[(b.step_at(other) % ticks) != 0]
+    if len(off):
+        positions = df.index.to_numpy()[off[:MAX_REPORTED] + 1]
+        raise DataValidationError(
+            f"{rows.source}: column 'timestamp' breaks the regular {freq} grid at "
+            f"{rows.describe(df, positions)}. Resample to {freq}, pass the right freq= or "
+            "allow_irregular=True."
+        )
+
+
+def _grid_lengths(b: _Blocks, step: pd.Timedelta) -> np.ndarray:
+    """Rows each series has once its gaps are filled (first to last timestamp)."""
+    span = b.ts[b.ends] - b.ts[b.starts]
+    return (span // step.to_timedelta64()).astype(np.int64) + 1
+
+
+def _check_gap_growth_sorted(df: pd.DataFrame, b: _Blocks, freq: str, rows: _RowNamer) -> None:
+    """As :func:`_check_gap_growth`, on the series blocks."""
+    step = _fixed_step(freq)
+    if step is None or b.n == 0:
+        return
+    added = int((_grid_lengths(b, step) - b.sizes).sum())
+    if added <= max(MAX_GAP_GROWTH * b.n, MAX_GAP_ROWS):
+        return
+    steps = np.diff(b.t)
+    steps[b.ends[:-1]] = np.iinfo(np.int64).min  # steps between series do not count
+    i = int(np.argmax(steps))  # the first of the widest steps, as idxmax
+    pos = df.index[i + 1]
+    raise DataValidationError(
+        f"{rows.source}: column 'timestamp' jumps by {b.timedelta(steps[i])} at "
+        f"{rows.describe(df, [pos])}; filling the gaps would add {added:,} empty rows "
+        f"({added / b.n:.0f}x the input). A clock-skewed or mistyped timestamp? Fix or "
+        "drop that row."
+    )
+
+
+def _reindex_gaps_sorted(
+    df: pd.DataFrame, b: _Blocks, freq: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """As :func:`_reindex_gaps` (no copy when there is no gap), with the new series starts."""
+    step = _fixed_step(freq)
+    tz = getattr(df[TIMESTAMP].dtype, "tz", None)
+    if step is None or tz is not None or b.n == 0:
+        out = _reindex_gaps(df, freq)
+        if out is df:
+            return df, b.starts
+        from citybrain_ml.data.sorted_frames import series_starts
+
+        return out, series_starts(out)
+    lengths = _grid_lengths(b, step)
+    if (lengths == b.sizes).all():
+        return df, b.starts
+    first = np.cumsum(lengths) - lengths
+    offsets = np.arange(int(lengths.sum())) - np.repeat(first, lengths)
+    times = np.repeat(b.ts[b.starts], lengths) + offsets * step.to_timedelta64()
+    full = pd.DataFrame(
+        {SERIES_ID: np.repeat(df[SERIES_ID].iloc[b.starts].to_numpy(), lengths), TIMESTAMP: times}
+    )
+    full[TIMESTAMP] = full[TIMESTAMP].astype(df[TIMESTAMP].dtype)
+    out = full.merge(df, on=[SERIES_ID, TIMESTAMP], how="left", sort=False)
+    return out, first.astype(np.int64)
+
+
+def _check_all_nan_sorted(df: pd.DataFrame, b: _Blocks, source: str) -> None:
+    """As :func:`_check_all_nan`, on the series blocks."""
+    values = df[VALUE].to_numpy()
+    if b.n == 0 or not np.isnan(np.sum(values)):  # no NaN at all: every series has values
+        return
+    has_value = np.logical_or.reduceat(~np.isnan(values), b.starts)
+    if has_value.all():
+        return
+    empty = df[SERIES_ID].iloc[b.starts[~has_value]].tolist()
+    raise DataValidationError(
+        f"{source}: column 'value' is entirely missing (NaN) for {len(empty)} series: "
+        f"{empty[:MAX_REPORTED]}. Drop them or check the missing_value sentinel."
+    )
 
 
 def _check_known_ids(table: pd.DataFrame, columns: list[str], known: set, source: str) -> None:

@@ -265,9 +265,13 @@ class Forecaster:
         horizon = int(horizon)
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
-        history = self.history_ if history_df is None else _prepare(history_df)
-        history = self._trim_closed_tail(history)
-        history = self._trim_history(history)
+        if history_df is None:
+            history, starts = self.history_, None
+        else:
+            history, starts = _prepare_blocks(history_df)
+        trimmed = self._trim_closed_tail(history)
+        # series starts found while checking the order are reused, unless rows were dropped
+        history = self._trim_history(trimmed, starts if trimmed is history else None)
         out = self._drop_closed_targets(self._predict(history, horizon, covariates))
         # extra columns a model adds (e.g. quantile forecasts) follow the standard ones
         extra = [c for c in out.columns if c not in FORECAST_COLUMNS]
@@ -325,14 +329,19 @@ class Forecaster:
             return origins
         return origins[cal.is_open(origins)]
 
-    def _trim_history(self, history: pd.DataFrame) -> pd.DataFrame:
-        """Each series' last ``_history_to_keep()`` rows, for ``bounded_history`` models."""
-        from citybrain_ml.data.sorted_frames import tail_rows
+    def _trim_history(
+        self, history: pd.DataFrame, starts: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """Each series' last ``_history_to_keep()`` rows, for ``bounded_history`` models.
+
+        ``starts``: the first row of each series in ``history`` (sorted by series), when known.
+        """
+        from citybrain_ml.data.sorted_frames import tail_rows, take_rows
 
         if not self.bounded_history or history.empty:
             return history
-        rows = tail_rows(history, self._history_to_keep())  # history is sorted by series
-        return history if len(rows) == len(history) else history.take(rows).reset_index(drop=True)
+        rows = tail_rows(history, self._history_to_keep(), starts)  # sorted by series
+        return history if len(rows) == len(history) else take_rows(history, rows)
 
     def _trim_closed_tail(self, history: pd.DataFrame) -> pd.DataFrame:
         """Drop each series' trailing closed-slot rows: the origin is its last open slot."""
@@ -470,6 +479,11 @@ def _nearest(scores: dict, h: int) -> int:
 
 
 def _prepare(df: pd.DataFrame) -> pd.DataFrame:
+    return _prepare_blocks(df)[0]
+
+
+def _prepare_blocks(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`_prepare`, plus the first row of each series in the returned frame."""
     missing = [c for c in (SERIES_ID, TIMESTAMP, VALUE) if c not in df.columns]
     if missing:
         raise ValueError(
@@ -477,13 +491,15 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
         )
     if not pd.api.types.is_datetime64_any_dtype(df[TIMESTAMP]):
         df = df.assign(**{TIMESTAMP: pd.to_datetime(df[TIMESTAMP])})
-    from citybrain_ml.data.sorted_frames import is_sorted
+    from citybrain_ml.data.sorted_frames import series_starts, sorted_series_starts
 
     # order by (series_id, timestamp), not per column: a sorted multi-series frame is not
     # re-sorted (a sort of a city-scale frame costs more than the forecast)
-    if not is_sorted(df):
+    starts = sorted_series_starts(df)
+    if starts is None:
         df = df.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
-    return df.reset_index(drop=True)
+        starts = series_starts(df)
+    return df.reset_index(drop=True), starts
 
 
 def _tail(df: pd.DataFrame, n: int) -> pd.DataFrame:

@@ -6,12 +6,31 @@
   :class:`Scenario` (RESCO benchmark, a city's ``.sumocfg``, or a net + route files):
   ``simulate(scenario, controller, seed)`` and the ``citybrain optimize signals`` job;
 * :mod:`citybrain_ml.optimize.network` -- reading a ``.sumocfg``, locating SUMO's tools;
+* :mod:`citybrain_ml.optimize.demand` -- demand from detector counts: measure or read counts,
+  rebuild routes with SUMO's routeSampler, GEH checks, demand from a forecast of the counts;
 * :mod:`citybrain_ml.optimize.placement` -- the maximal covering location problem (MILP via
   HiGHS, greedy fallback) for placing ``p`` response units.
 
 Nothing here imports SUMO until a simulation starts (``pip install citybrain_ml[sim]``).
 """
 
+from citybrain_ml.optimize.demand import (
+    CountComparison,
+    ForecastDemand,
+    SampledDemand,
+    compare_counts,
+    counts_history_frame,
+    forecast_counts,
+    forecast_demand_scenario,
+    geh,
+    measure_counts,
+    random_candidate_routes,
+    read_counts,
+    route_counts,
+    route_trips,
+    sample_routes,
+    signal_edges,
+)
 from citybrain_ml.optimize.network import SumoConfig, read_sumocfg
 from citybrain_ml.optimize.placement import (
     InfeasiblePlacementError,
@@ -45,6 +64,8 @@ from citybrain_ml.optimize.simulation import (
     MaxPressureController,
     NetworkConfig,
     PlanController,
+    Recommendation,
+    RehearsalConfig,
     Scenario,
     SignalsJobConfig,
     SignalsResult,
@@ -54,6 +75,7 @@ from citybrain_ml.optimize.simulation import (
     load_signals_config,
     read_tls_programs,
     read_tripinfo,
+    recommend_plan,
     run_signals,
     run_signals_job,
     simulate,
@@ -64,8 +86,10 @@ __all__ = [
     "SUMMARY_METRICS",
     "AdvancedMaxPressureController",
     "Controller",
+    "CountComparison",
     "FixedTimeController",
     "FlowForecast",
+    "ForecastDemand",
     "ForecastWebsterController",
     "InfeasiblePlacementError",
     "MaxPressureController",
@@ -74,6 +98,9 @@ __all__ = [
     "PhaseTiming",
     "PlacementResult",
     "PlanController",
+    "Recommendation",
+    "RehearsalConfig",
+    "SampledDemand",
     "Scenario",
     "SignalPlan",
     "SignalsJobConfig",
@@ -82,20 +109,33 @@ __all__ = [
     "SimulatorUnavailable",
     "SumoConfig",
     "WebsterSettings",
+    "compare_counts",
     "coordinate_offsets",
+    "counts_history_frame",
     "coverage_matrix",
     "coverage_within",
     "evaluate_placement",
+    "forecast_counts",
+    "forecast_demand_scenario",
+    "geh",
     "load_signals_config",
     "max_pressure_phase",
     "maximal_covering",
+    "measure_counts",
     "plans_from_flows",
     "plans_to_frame",
+    "random_candidate_routes",
+    "read_counts",
     "read_sumocfg",
     "read_tls_programs",
     "read_tripinfo",
+    "recommend_plan",
+    "route_counts",
+    "route_trips",
     "run_signals",
     "run_signals_job",
+    "sample_routes",
+    "signal_edges",
     "simulate",
     "trip_metrics",
     "webster_cycle",

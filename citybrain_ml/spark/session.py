@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 DEFAULT_MASTER = "local[*]"
 MASTER_ENV = "CITYBRAIN_SPARK_MASTER"
@@ -52,9 +53,18 @@ def get_spark(master: str | None = None, app_name: str = "citybrain", conf: dict
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    builder = SparkSession.builder.appName(app_name).master(
-        master or os.environ.get(MASTER_ENV) or DEFAULT_MASTER
-    )
+    chosen = master or os.environ.get(MASTER_ENV)
+    # a Python app under spark-submit (its JVM gateway is already up): spark-submit's
+    # --master stands unless one was named here; otherwise local[*]
+    if chosen is None and not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        chosen = DEFAULT_MASTER
+    builder = SparkSession.builder.appName(app_name)
+    if chosen:
+        builder = builder.master(chosen)
+    if chosen and chosen.startswith("local"):
+        # local Python workers run this interpreter (its venv has pandas, pyarrow,
+        # citybrain_ml), not the first python3 on PATH, unless $PYSPARK_PYTHON is set
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings = {
         # Arrow moves pandas frames to and from the JVM without row-by-row pickling
         "spark.sql.execution.arrow.pyspark.enabled": "true",

@@ -52,7 +52,7 @@ class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
             frame = frame.assign(**{TIMESTAMP: pd.to_datetime(frame[TIMESTAMP])})
         as_of = params.get("as_of") or None
         origin = pd.Timestamp(as_of) if as_of else last_observed(frame)
-        if (frame[TIMESTAMP] > origin).any():
+        if frame[TIMESTAMP].max() > origin:
             history, future, _ = split_future(frame, origin)
         else:  # nothing after the origin: no copy of a city-scale frame
             history, future = frame, None
