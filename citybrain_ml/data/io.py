@@ -10,7 +10,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from citybrain_ml.data.validation import DataValidationError
@@ -39,7 +38,7 @@ def atomic_write_text(text: str, path: str | Path) -> Path:
 def frame_bytes(df: pd.DataFrame, fmt: str) -> bytes:
     """Serialise deterministically (same frame -> same bytes) as ``parquet`` or ``csv``."""
     if fmt == "csv":
-        return _csv_bytes(df)
+        return df.to_csv(index=False).encode("utf-8")
     if fmt == "parquet":
         import io
 
@@ -47,39 +46,6 @@ def frame_bytes(df: pd.DataFrame, fmt: str) -> bytes:
         df.to_parquet(buf, index=False, engine="pyarrow")
         return buf.getvalue()
     raise ValueError(f"unknown output format {fmt!r}; use parquet or csv")
-
-
-def _csv_bytes(df: pd.DataFrame) -> bytes:
-    """``df.to_csv(index=False)`` as UTF-8, byte for byte, with timestamps formatted once.
-
-    pandas formats every row of a datetime column on its own; a forecast frame holds few
-    distinct timestamps (origins x horizon steps), so each distinct value is formatted once
-    and mapped to its rows. The distinct values are formatted by pandas itself, as a column:
-    its format choice (date only, seconds, sub-second digits, UTC offset) depends only on
-    the set of values, so every string equals the one the whole column would get. NaT is
-    written as pandas' ``na_rep`` (empty). Other columns (floats included) are left to
-    pandas. Identity is tested in ``tests/test_publish_format.py``.
-    """
-    out = None
-    if df.columns.is_unique:
-        for name in df.columns:
-            col = df[name]
-            dtype = col.dtype
-            if not (isinstance(dtype, pd.DatetimeTZDtype) or getattr(dtype, "kind", "") == "M"):
-                continue
-            codes, uniques = pd.factorize(col)
-            if 4 * len(uniques) > len(col):
-                continue  # mostly distinct: formatting them once saves nothing
-            lines = (
-                pd.DataFrame({"t": uniques, "k": 0})
-                .to_csv(index=False, header=False, lineterminator="\n")
-                .splitlines()
-            )
-            text = np.array([line.rsplit(",", 1)[0] for line in lines] + [""], dtype=object)
-            if out is None:
-                out = df.copy(deep=False)
-            out[name] = pd.Series(text[codes], index=df.index, dtype=object)  # -1 (NaT) -> ""
-    return (df if out is None else out).to_csv(index=False).encode("utf-8")
 
 
 def atomic_write_frame(df: pd.DataFrame, path: str | Path, fmt: str | None = None) -> Path:
