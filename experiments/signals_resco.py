@@ -400,6 +400,13 @@ def report(runs: pd.DataFrame, args, total_s: float) -> str:
             "runs are the same."
             if getattr(args, "combine", None)
             else ""
+        )
+        + (
+            " Rows were run in pieces and merged into the saved CSV (`--controllers ... "
+            "--merge` replaces only that run's scenario/controller/seed rows); the runs are "
+            "the same as a single invocation's."
+            if getattr(args, "merge", False)
+            else ""
         ),
         "",
         "Protocol: RESCO one-hour episodes (Cologne 25200-28800 s, Ingolstadt 57600-61200 s), "
@@ -535,7 +542,7 @@ def notes(runs: pd.DataFrame, agg: pd.DataFrame) -> list[str]:
         "settings from the 13 variants of the first tuning table on seed 1 of all six "
         "scenarios (after exploratory runs on seed 1 and an earlier 15-variant round on seed 1 "
         "of cologne8, ingolstadt7 and ingolstadt21) and the starvation guard's bound from the "
-        "second table (seed 1); the rehearsed controller picks its plan on seed 1001; "
+        "second table (seed 1); the rehearsed controller picks its plan on seeds 1001-1003; "
         "evaluation seeds 101-103 were not used for any choice (seed 101 was only replayed to "
         "find why it locked).",
     ]
@@ -578,7 +585,8 @@ def never_worse(runs: pd.DataFrame) -> list[str]:
     out = [
         "**Rehearsed never worse than the existing plan** (fixed time) on each scenario: mean "
         "delay over all planned vehicles (the rehearsal metric) on the evaluation seeds; the "
-        "plan was picked on the rehearsal seed only.",
+        "plan was picked on the rehearsal seeds only (config `rehearsal.seeds`; a plan must "
+        "be >= 2% better on their mean and no worse on any of them).",
         "",
         "| scenario | rehearsal chose | rehearsed (s) | fixed (s) | seeds worse | never worse? |",
         "|---|---|---|---|---|---|",
