@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -44,21 +43,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# the matched features, thread settings and process helpers of the scoring benchmark (this
+# folder is on sys.path when a script here runs, in either library's environment)
+from scoring_speed import (
+    FREQ,
+    LAGS,
+    ONE_THREAD,
+    SEASON,
+    WINDOWS,
+    _is_weekend,
+    _reset_peak,
+    _rss_mb,
+    _tod_cos,
+    _tod_sin,
+    machine,
+    versions,
+)
+
 H = 4  # SZ-taxi / T-GCN: 15..60 minutes
-FREQ = "15min"
-LAGS = (1, 2, 3, 4, 5, 6, 8, 12)
-WINDOWS = (4, 12, 48)
-SEASON = 96  # one day of 15-minute steps
 HYBRID_DIRECT_STEPS = 1
 WINDOW_ROWS = SEASON + 16  # history rows one mlforecast forecast reads (lag 96, windows <= 48)
 RESULTS = Path(__file__).resolve().parent / "results"
-ONE_THREAD = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-    "POLARS_MAX_THREADS": "1",
-}
 RUNS = [
     ("citybrain_ml", "direct"),
     ("citybrain_ml", "pooled"),
@@ -73,19 +78,6 @@ def lgb_settings(n_estimators: int) -> dict:
 
 
 # ---------------------------------------------------------------------- process helpers
-def _rss_mb(field: str = "VmRSS") -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    # Linux: writing 5 to clear_refs resets the high-water mark (VmHWM) to the current RSS
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 # ---------------------------------------------------------------------- workers
@@ -141,18 +133,6 @@ def fit_citybrain(work: Path, strategy: str, n_estimators: int) -> dict:
 
 def _minute_of_day(ds):
     return ds.hour * 60 + ds.minute
-
-
-def _is_weekend(ds):
-    return (ds.dayofweek >= 5).astype(float)
-
-
-def _tod_sin(ds):
-    return np.sin(2 * np.pi * (ds.hour * 60 + ds.minute) / 1440.0)
-
-
-def _tod_cos(ds):
-    return np.cos(2 * np.pi * (ds.hour * 60 + ds.minute) / 1440.0)
 
 
 def fit_mlforecast(work: Path, strategy: str, n_estimators: int) -> dict:
@@ -308,27 +288,6 @@ def prepare(work: Path, stride: int, pooled_rows: int) -> dict:
     }
     (work / "config.json").write_text(json.dumps(cfg))
     return cfg
-
-
-def versions(python: str, names) -> str:
-    code = (
-        "import importlib.metadata as m\n"
-        "out=[]\n"
-        f"for p in {tuple(names)!r}:\n"
-        "    try: out.append(f'{p} {m.version(p)}')\n"
-        "    except m.PackageNotFoundError: pass\n"
-        "print(', '.join(out))"
-    )
-    return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def main(argv=None) -> None:
