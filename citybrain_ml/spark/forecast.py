@@ -1,17 +1,19 @@
 """Distributed batch scoring: ``citybrain forecast --engine spark`` on a Spark DataFrame.
 
 The single-process job (:func:`citybrain_ml.scoring.run_forecast`) runs here once per
-**bucket** of series: rows are hashed by ``series_id`` into buckets, and
-``groupBy(bucket).applyInPandas`` hands each bucket to a Python worker that applies the same
+**bucket** of series: rows are hash-partitioned by ``series_id`` into buckets
+(``repartition(n, series_id)``: every series whole in one partition, no sort), and
+``mapInPandas`` hands each bucket to a Python worker that applies the same
 input checks (``validate_long``, ``check_batch_input``), the same per-series checks and skip
 reasons (``scoring._sorted_status``), the same history trimming and the same MLflow pyfunc
 ``predict`` with the same params. Every one of those is per series (or per row), so the
 forecasts equal the single-process ones row for row.
 
-* The driver never collects the history: it computes one scalar (the forecast origin, when
-  ``as_of`` is not given), an approximate series count (to size the buckets) and reads back
-  only per-bucket counts and the skipped / short series. Its memory does not grow with the
-  city.
+* The driver never collects the history: it computes two scalars in one pass over the
+  ``timestamp`` and ``value`` columns (the forecast origin, when ``as_of`` is not given, and
+  the row count that sizes the buckets; with ``as_of`` the count comes from the Parquet
+  footers) and reads back only per-bucket counts and the skipped / short series. Its memory
+  does not grow with the city.
 * The model is downloaded once on the driver, shipped to the executors as one archive
   (``SparkContext.addFile``, as ``mlflow.pyfunc.spark_udf`` does) and loaded once per Python
   worker (a module-level cache; Spark reuses Python workers between tasks), so executors do
@@ -64,9 +66,9 @@ staging folder, so a failed or killed task never leaves a part file there; a fai
 removes the staging folder. The output path must be visible to the driver and every
 executor under the same name (local mode, a shared mount)."""
 
-#: rows per Python worker call: about this many series per bucket by default
-SERIES_PER_BUCKET = 2000
-BUCKET = "_cb_bucket"
+#: rows handed to one Python worker call (about 2,000 series of 8 days at 15 minutes):
+#: bounds a worker's memory whatever the history length
+ROWS_PER_BUCKET = 1_500_000
 #: status columns added to the scored frame (``_kind``: forecast, skipped, short, bucket)
 STATUS_COLUMNS = ("_kind", "_reason", "_rows", "_usable", "_future", "_forecast", "_pid", "_loaded")
 STATUS_LONG = ("_rows", "_usable", "_future", "_forecast", "_pid", "_loaded")
@@ -153,7 +155,6 @@ def _score_bucket(pdf: pd.DataFrame, ctx: dict) -> pd.DataFrame:
 
     pyfunc, model, loaded = worker_model(ctx["model_file"])
     as_of_ts = pd.Timestamp(ctx["as_of"])
-    pdf = pdf.drop(columns=[BUCKET])
     # rows of a bucket do not map to file lines: messages name series and timestamps
     frame = validate_long(
         pdf, source=ctx["source"], allow_irregular=True, first_row=None, allow_empty_series=True
@@ -225,10 +226,13 @@ def _score_bucket(pdf: pd.DataFrame, ctx: dict) -> pd.DataFrame:
 
 
 def _bucket_function(ctx: dict):
-    """The function ``applyInPandas`` ships (a closure over the small job context)."""
+    """The function ``mapInPandas`` ships (a closure over the small job context): the
+    partition's Arrow batches joined into one bucket frame, scored once."""
 
-    def score_bucket(pdf: pd.DataFrame) -> pd.DataFrame:
-        return _score_bucket(pdf, ctx)
+    def score_bucket(batches):
+        parts = [b for b in batches if len(b)]
+        if parts:  # an empty partition (fewer series than buckets) has nothing to report
+            yield _score_bucket(pd.concat(parts, ignore_index=True), ctx)
 
     return score_bucket
 
@@ -397,12 +401,15 @@ def score(
     _check_model(model)
     timings["model_load_seconds"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    # one pass over the input for two scalars: the origin (the last observed value, unless
-    # as_of is given) and about how many series there are (to size the buckets)
+    # one pass over two columns for two scalars: the origin (the last observed value) and
+    # the row count (to size the buckets); with as_of given, only the count
     observed = F.col(VALUE).isNotNull() & ~F.isnan(F.col(VALUE).cast("double"))
-    last, n_series = spark_df.agg(
-        F.max(F.when(observed, F.col(TIMESTAMP))), F.approx_count_distinct(SERIES_ID)
-    ).first()
+    if as_of:
+        last, n_rows = True, spark_df.count()
+    else:
+        last, n_rows = spark_df.agg(
+            F.max(F.when(observed, F.col(TIMESTAMP))), F.count(F.lit(1))
+        ).first()
     if last is None:  # the single-process refusal, word for word
         check_batch_input(
             pd.DataFrame({SERIES_ID: ["-"], TIMESTAMP: [pd.Timestamp(0)], VALUE: [np.nan]}),
@@ -435,7 +442,7 @@ def score(
     ]
     schema = T.StructType(fields)
     if n_buckets is None:
-        n_buckets = max(int(np.ceil((n_series or 1) / SERIES_PER_BUCKET)), 1)
+        n_buckets = bucket_count(n_rows, spark.sparkContext.defaultParallelism)
     timings["plan_seconds"] = time.perf_counter() - t1
     ctx = {
         "model_file": model_file,
@@ -447,11 +454,21 @@ def score(
         "columns": list(probe.columns),
         "dtypes": dtypes,
     }
-    bucketed = spark_df.withColumn(BUCKET, F.pmod(F.xxhash64(F.col(SERIES_ID)), F.lit(n_buckets)))
-    frame = bucketed.groupBy(BUCKET).applyInPandas(_bucket_function(ctx), schema=schema)
+    # an explicit partition count: one task per bucket (a groupBy would plan 200 shuffle
+    # partitions, which adaptive execution may not coalesce once the result is persisted)
+    bucketed = spark_df.repartition(n_buckets, F.col(SERIES_ID))
+    frame = bucketed.mapInPandas(_bucket_function(ctx), schema=schema)
     return SparkScoring(
         frame, list(probe.columns), as_of_ts, params, levels, warnings, model, n_buckets, timings
     )
+
+
+def bucket_count(n_rows: int, parallelism: int) -> int:
+    """Buckets of at most :data:`ROWS_PER_BUCKET` rows, in whole waves of ``parallelism``
+    (no core idles while one last, lone bucket is scored)."""
+    parallelism = max(int(parallelism), 1)
+    needed = max(int(np.ceil(n_rows / ROWS_PER_BUCKET)), 1)
+    return int(np.ceil(needed / parallelism)) * parallelism
 
 
 def _spark_kind(stype) -> str:
@@ -492,8 +509,8 @@ def forecast(
         ``runs:/<id>/model`` or ``models:/<name>@<alias>`` (downloaded once on the driver).
     horizon, as_of, levels, tracking_uri : as in ``citybrain forecast``.
     n_buckets : int, optional
-        Groups handed to the Python workers (default: about
-        :data:`SERIES_PER_BUCKET` series each).
+        Groups handed to the Python workers (default: :func:`bucket_count`, at most
+        :data:`ROWS_PER_BUCKET` rows each).
 
     Returns
     -------

@@ -70,6 +70,8 @@ def get_spark(master: str | None = None, app_name: str = "citybrain", conf: dict
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
+        # workers forked from a daemon that has MLflow, LightGBM and citybrain_ml imported
+        "spark.python.daemon.module": "citybrain_ml.spark.daemon",
         **(conf or {}),
     }
     for key, value in settings.items():
