@@ -380,7 +380,7 @@ def write_report(out: Path, rows: list, cfg: dict, info: dict, command: str, n_e
         f"from {subset}, history up to each origin, no refit.",
         "- **Metric**: MAE and RMSE on the original scale, pooled over roads and origins, per "
         "horizon step (the value at that lead time) and over all steps ('all').",
-        f"- **Machine**: {info['cpu']}, {info['cores']} cores shared with other jobs; 1-minute "
+        f"- **Machine**: {info['cpu']}, {info['cores']} cores; 1-minute "
         f"load average {info['load_start'][0]:.1f} at start, {info['load_end'][0]:.1f} at end "
         "(per run in the CSV). Timings on a shared machine are noisy: read ratios near 1 as "
         "ties.",

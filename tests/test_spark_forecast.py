@@ -191,3 +191,37 @@ def test_failed_spark_job_leaves_no_partial_as_of_folder(store, spark, tmp_path)
     assert not [p.name for p in job.iterdir() if "as_of=" in p.name]  # no folder, no staging
     # and nothing is in the ledger either: the next run starts clean
     assert not (tmp_path / ".citybrain-ledger" / "sz.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("rows", "parallelism", "expected"),
+    [
+        (10, 2, 2),
+        (1_500_000, 2, 2),
+        (1_500_001, 2, 2),
+        (3_000_001, 2, 4),
+        (7_676_710, 2, 6),
+        (230_000_000, 8, 160),
+        (0, 1, 1),
+    ],
+)
+def test_buckets_hold_at_most_rows_per_bucket_in_whole_waves(rows, parallelism, expected):
+    from citybrain_ml.spark.forecast import ROWS_PER_BUCKET, bucket_count
+
+    n = bucket_count(rows, parallelism)
+    assert n == expected
+    assert n % parallelism == 0 and rows / n <= ROWS_PER_BUCKET
+
+
+def test_workers_fork_from_a_daemon_with_the_scoring_stack_imported(spark):
+    def probe(batches):
+        import sys
+
+        for _ in batches:
+            pass
+        loaded = all(m in sys.modules for m in ("citybrain_ml.scoring", "lightgbm", "mlflow"))
+        yield pd.DataFrame({"loaded": [loaded]})
+
+    assert spark.conf.get("spark.python.daemon.module") == "citybrain_ml.spark.daemon"
+    rows = spark.range(4).repartition(2).mapInPandas(probe, "loaded boolean").collect()
+    assert rows and all(r.loaded for r in rows)
