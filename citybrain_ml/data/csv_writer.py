@@ -17,6 +17,8 @@ byte for byte against ``to_csv`` in ``tests/test_csv_writer.py``.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 
@@ -55,8 +57,9 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
     rows = pc.binary_join_element_wise(
         *columns, pa.scalar(",", pa.large_string()), null_handling="replace", null_replacement=""
     )
+    # pandas ends lines with os.linesep by default (its header above did)
     lines = pc.binary_join_element_wise(
-        rows, pa.scalar("", pa.large_string()), pa.scalar("\n", pa.large_string())
+        rows, pa.scalar("", pa.large_string()), pa.scalar(os.linesep, pa.large_string())
     )
     return header + _string_data(lines)
 
