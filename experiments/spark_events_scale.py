@@ -137,7 +137,18 @@ def _tree_rss(proc) -> dict:
     return parts
 
 
-def measure(cmd: list[str], timeout: float) -> dict:
+def _kill_tree(proc, popen) -> None:
+    import psutil
+
+    try:
+        for c in proc.children(recursive=True):
+            c.kill()
+    except psutil.Error:
+        pass
+    popen.kill()
+
+
+def measure(cmd: list[str], timeout: float, mem_cap_gb: float | None = None) -> dict:
     import psutil
 
     t0 = time.perf_counter()
@@ -145,6 +156,7 @@ def measure(cmd: list[str], timeout: float) -> dict:
     proc = psutil.Process(popen.pid)
     peak = {"driver": 0, "jvm": 0, "workers": 0, "total": 0}
     stop = threading.Event()
+    capped = []
 
     def poll():
         while not stop.is_set():
@@ -152,6 +164,10 @@ def measure(cmd: list[str], timeout: float) -> dict:
             for k, v in parts.items():
                 peak[k] = max(peak[k], v)
             peak["total"] = max(peak["total"], sum(parts.values()))
+            if mem_cap_gb and sum(parts.values()) > mem_cap_gb * 1024**3:
+                capped.append(True)  # stopped before the machine's OOM killer picks a victim
+                _kill_tree(proc, popen)
+                return
             time.sleep(0.2)
 
     thread = threading.Thread(target=poll, daemon=True)
@@ -160,13 +176,13 @@ def measure(cmd: list[str], timeout: float) -> dict:
         stdout, stderr = popen.communicate(timeout=timeout)
         status = "ok" if popen.returncode == 0 else f"failed (exit {popen.returncode})"
     except subprocess.TimeoutExpired:
-        for c in proc.children(recursive=True):
-            c.kill()
-        popen.kill()
+        _kill_tree(proc, popen)
         stdout, stderr = popen.communicate()
         status = f"timed out after {timeout:.0f} s"
     stop.set()
     thread.join()
+    if capped:
+        status = f"killed: process tree passed {mem_cap_gb:g} GB RSS"
     wall = time.perf_counter() - t0
     result = {}
     for line in stdout.splitlines():
@@ -198,6 +214,12 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=5_000_000)
     p.add_argument("--work", default="/tmp/citybrain_events_scale")
     p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument(
+        "--mem-cap-gb",
+        type=float,
+        default=None,
+        help="kill a run whose process tree passes this RSS (below the machine's RAM)",
+    )
     p.add_argument("--out", default=str(REPO / "experiments/results/spark_events_scale.md"))
     p.add_argument("--not-run", default="", help="note on the sizes not run and why")
     p.add_argument("--from-log", help="rebuild the report from a previous run's stdout")
@@ -239,7 +261,7 @@ def main() -> None:
             cmd += ["--output", str(out), "--master", args.master]
             cmd += ["--driver-memory", args.driver_memory]
             load = os.getloadavg()[0]
-            res = measure(cmd, args.timeout)
+            res = measure(cmd, args.timeout, args.mem_cap_gb)
             res.update(engine=engine, n=n, gen_s=gen_s, load=load)
             print(json.dumps(res), flush=True)
             rows.append(res)
@@ -264,12 +286,15 @@ def write_report(rows, args, load_before, psutil) -> None:
         "",
         "Rerun: `.venv/bin/python experiments/spark_events_scale.py --sizes "
         + " ".join(str(n) for n in args.sizes)
-        + f" --master '{args.master}' --out experiments/results/spark_events_scale.md`",
+        + f" --master '{args.master}'"
+        + (f" --mem-cap-gb {args.mem_cap_gb:g}" if args.mem_cap_gb else "")
+        + " --out experiments/results/spark_events_scale.md`",
         "",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, "
         f"{mem.total / gib:.0f} GiB RAM ({mem.available / gib:.0f} GiB available at the end), "
-        f"Python {platform.python_version()}, pandas {pd.__version__}. "
-        "Shared with other jobs while it ran, so wall times are inflated and noisy.",
+        f"Python {platform.python_version()}, pandas {pd.__version__}. The 1-minute load "
+        "before each run is in the table (2 CPUs: a load well above 2 means other jobs shared "
+        "the machine and wall times are inflated).",
         "Load average at start (with --from-log: when the report was rebuilt): "
         f"{load_before[0]:.1f} / {load_before[1]:.1f} / "
         f"{load_before[2]:.1f} (1/5/15 min); at the end: "
