@@ -225,3 +225,26 @@ def test_workers_fork_from_a_daemon_with_the_scoring_stack_imported(spark):
     assert spark.conf.get("spark.python.daemon.module") == "citybrain_ml.spark.daemon"
     rows = spark.range(4).repartition(2).mapInPandas(probe, "loaded boolean").collect()
     assert rows and all(r.loaded for r in rows)
+
+
+def test_explicit_as_of_matches_single_process(store, spark, tmp_path):
+    from citybrain_ml.spark import forecast
+
+    as_of = str(store["history"]["timestamp"].max() - pd.Timedelta("1h"))
+    local = run_forecast(
+        store["model_uri"],
+        store["path"],
+        tmp_path / "l",
+        "sz",
+        as_of=as_of,
+        tracking_uri=store["uri"],
+        levels=[80],
+    )
+    fc = forecast(
+        spark.read.parquet(str(store["path"])),
+        store["model_uri"],
+        as_of=as_of,
+        levels=[80],
+        tracking_uri=store["uri"],
+    )
+    _assert_same_forecast(pd.read_parquet(local.folder / "forecast.parquet"), fc.toPandas())

@@ -11,8 +11,8 @@ forecasts equal the single-process ones row for row.
 
 * The driver never collects the history: it computes two scalars in one pass over the
   ``timestamp`` and ``value`` columns (the forecast origin, when ``as_of`` is not given, and
-  the row count that sizes the buckets; with ``as_of`` the count comes from the Parquet
-  footers) and reads back only per-bucket counts and the skipped / short series. Its memory
+  the row count that sizes the buckets; with ``as_of`` only the count, which reads no
+  column) and reads back only per-bucket counts and the skipped / short series. Its memory
   does not grow with the city.
 * The model is downloaded once on the driver, shipped to the executors as one archive
   (``SparkContext.addFile``, as ``mlflow.pyfunc.spark_udf`` does) and loaded once per Python
@@ -405,17 +405,17 @@ def score(
     # the row count (to size the buckets); with as_of given, only the count
     observed = F.col(VALUE).isNotNull() & ~F.isnan(F.col(VALUE).cast("double"))
     if as_of:
-        last, n_rows = True, spark_df.count()
+        as_of_ts, n_rows = pd.Timestamp(as_of), spark_df.count()
     else:
         last, n_rows = spark_df.agg(
             F.max(F.when(observed, F.col(TIMESTAMP))), F.count(F.lit(1))
         ).first()
-    if last is None:  # the single-process refusal, word for word
-        check_batch_input(
-            pd.DataFrame({SERIES_ID: ["-"], TIMESTAMP: [pd.Timestamp(0)], VALUE: [np.nan]}),
-            source,
-        )
-    as_of_ts = pd.Timestamp(as_of) if as_of else pd.Timestamp(last)
+        if last is None:  # the single-process refusal, word for word
+            check_batch_input(
+                pd.DataFrame({SERIES_ID: ["-"], TIMESTAMP: [pd.Timestamp(0)], VALUE: [np.nan]}),
+                source,
+            )
+        as_of_ts = pd.Timestamp(last)
     levels, warnings = _available_levels(model, levels)
     params = {"as_of": str(as_of_ts), "levels": ",".join(str(v) for v in levels)}
     if horizon:
